@@ -1,0 +1,137 @@
+"""``coldlabel data …``: synthesize, fetch, prepare, and show statistics of a dataset workspace."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coldlabel.cli import settings_from
+from retrieval.workspace import Workspace, WorkspaceError
+
+data_app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+# Thesis Table 3.1 (Beauty) and 3.2 (Health), shown beside our numbers by `data stats --compare`.
+THESIS_TABLES = {
+    "beauty": [198502, 138951, 59551, 123498, 53022, 651, 2722, 6.37, 19641, 13400, 10678],
+    "health": [345725, 242007, 103718, 217480, 95000, 926, 3740, 5.92, 34869, 25425, 21685],
+}
+
+
+def _workspace(ctx: typer.Context, dataset: str) -> tuple[Workspace, object]:
+    settings = settings_from(ctx)
+    return Workspace.of(settings.data.root, dataset), settings
+
+
+@data_app.command("synth")
+def synth_command(
+    ctx: typer.Context,
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Workspace name (default: the preset name)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="tiny | small | beauty | health"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+) -> None:
+    """Write a synthetic benchmark in the Amazon 2014 raw format (plus a separate truth file)."""
+    from retrieval import synth
+
+    settings = settings_from(ctx)
+    preset = preset or settings.synth.preset
+    seed = settings.synth.seed if seed is None else seed
+    ws = Workspace.of(settings.data.root, dataset or preset)
+    summary = synth.generate(preset, ws.root, seed=seed)
+    console.print(f"[green]synthesized[/] preset={preset} seed={seed} -> {ws.raw}  ({summary})")
+
+
+@data_app.command("fetch")
+def fetch_command(
+    ctx: typer.Context,
+    category: str = typer.Argument(..., help="Amazon category, e.g. Beauty or Health_and_Personal_Care"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Workspace name (default: category, lower case)."),
+    edition: str = typer.Option("2014", "--edition", help="2014 or 2018"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from."),
+) -> None:
+    """Download the public review + metadata dumps of one category (needs internet)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from retrieval.fetch import FetchError, fetch
+
+    ws, _ = _workspace(ctx, dataset or category.lower())
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, got: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=got)
+
+        try:
+            paths = fetch(category, ws.raw, edition=edition, base_url=base_url, progress=progress)
+        except FetchError as exc:
+            console.print(f"[red]fetch failed:[/] {exc}")
+            raise typer.Exit(1)
+    console.print(f"[green]ready:[/] {', '.join(str(p) for p in paths)}")
+
+
+@data_app.command("prepare")
+def prepare_command(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if inputs are unchanged."),
+) -> None:
+    """Raw files -> split, weighted, indexed interactions, item texts, taxonomy and statistics."""
+    from retrieval.prepare import prepare
+
+    ws, settings = _workspace(ctx, dataset)
+    try:
+        result = prepare(ws, settings.data, force=force)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]prepare failed:[/] {exc}")
+        raise typer.Exit(1)
+    if not result.rebuilt:
+        console.print(f"[green]{dataset}: up to date[/] (inputs and settings unchanged)")
+        return
+    note = f", [yellow]{result.malformed} malformed lines skipped[/] (see {ws.processed / 'report.json'})" \
+        if result.malformed else ""
+    console.print(f"[green]{dataset}: prepared in {result.seconds:.1f}s[/]{note}")
+    _print_stats(ws, compare=None)
+
+
+def _print_stats(ws: Workspace, compare: Optional[str]) -> None:
+    stats = ws.stats
+    table = Table(title=f"{ws.name}: data processing statistics ({stats.get('edition')} format)")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    reference = THESIS_TABLES.get(compare or "")
+    if reference:
+        table.add_column(f"Thesis ({compare})", justify="right")
+        table.add_column("Δ", justify="right")
+    for i, (row, value) in enumerate(stats["table"].items()):
+        shown = f"{value:.2f}%" if "ratio" in row else f"{value:,}"
+        cells = [row, shown]
+        if reference:
+            ref = reference[i]
+            cells += [f"{ref:.2f}%" if "ratio" in row else f"{ref:,}", f"{100 * (value - ref) / ref:+.1f}%"]
+        table.add_row(*cells)
+    console.print(table)
+    console.print(" · ".join(f"{k}: {v}" for k, v in stats["extra"].items()))
+
+
+@data_app.command("stats")
+def stats_command(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Show thesis figures beside ours: beauty | health"),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics file as JSON."),
+) -> None:
+    """Print the Table 3.1-style statistics of a prepared dataset."""
+    ws, _ = _workspace(ctx, dataset)
+    try:
+        if as_json:
+            print(json.dumps(ws.stats, indent=2))
+        else:
+            _print_stats(ws, compare)
+    except WorkspaceError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)

@@ -1,0 +1,262 @@
+"""Raw review + metadata files → the processed dataset workspace (thesis §3.2).
+
+Steps, top to bottom: read (malformed lines reported, never fatal) → keep interactions whose item has
+metadata → one review per (user, item) → global time sort → 70/30 split by position → rating → weight →
+index spaces → training sequences → taxonomy → statistics. A manifest of input hashes and settings makes a
+re-run on unchanged inputs a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from coldlabel.config import DataSettings
+from retrieval.formats import LineProblems, Meta, Review, find_raw_files, read_meta, read_reviews
+from retrieval.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace
+
+log = logging.getLogger(__name__)
+
+PREPARE_VERSION = "1"  # bump when the processed format or the rules change: forces a rebuild
+
+TABLE_ROWS = (
+    "Effective interactions (final)",
+    "Training interactions (time split)",
+    "Test interactions (time split)",
+    "Training positives / weak positives",
+    "Test positives / weak positives",
+    "Cold items",
+    "Cold users",
+    "Cold-item ratio in unique test items",
+    "Users in training split",
+    "Users in test split",
+    "Users appearing in both splits",
+)
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    workspace: Workspace
+    rebuilt: bool
+    seconds: float
+    malformed: int
+
+
+def weight_of(rating: float, cfg: DataSettings) -> float:
+    """Rating → training weight: strong positive, weak positive, or 0 (not a positive, never a negative)."""
+    if rating >= cfg.strong_rating:
+        return cfg.strong_weight
+    if rating >= cfg.weak_rating:
+        return cfg.weak_weight
+    return 0.0
+
+
+def time_split(reviews: list[Review], train_ratio: float) -> tuple[list[Review], list[Review]]:
+    """Global temporal split: sort everything by time (ties by user, item) and cut by position.
+
+    A global cut (not per user) means no training row is later than any test row, so no future behaviour
+    of other users leaks into training (the leave-one-out trap).
+    """
+    ordered = sorted(reviews, key=lambda r: (r.ts, r.user, r.item))
+    cut = int(len(ordered) * train_ratio)
+    return ordered[:cut], ordered[cut:]
+
+
+def split_taxonomy(path: tuple[str, ...], cfg: DataSettings) -> tuple[str, str]:
+    """(stage-2 category id, stage-3 subcategory id) for one category path.
+
+    Category = levels 1..2; subcategory = the path cut at level 4 (id keeps its parents so equal names under
+    different categories stay apart). Paths too short for a subcategory level get the category itself.
+    """
+    if not path:
+        return "Other", "Other"
+    c_hi = cfg.category_levels[-1]
+    s_hi = cfg.subcategory_levels[-1]
+    category = PATH_SEP.join(path[:c_hi])
+    sub = PATH_SEP.join(path[:s_hi]) if len(path) >= cfg.subcategory_levels[0] else category
+    return category, sub
+
+
+def compute_stats(train: list[tuple], test: list[tuple]) -> dict[str, float]:
+    """The rows of thesis Table 3.1/3.2 from split rows ``(user, item, weight)``; weight > 0 is a positive."""
+    train_users = {u for u, _, _ in train}
+    test_users = {u for u, _, _ in test}
+    train_items = {i for _, i, _ in train}
+    test_items = {i for _, i, _ in test}
+    cold_items = test_items - train_items
+    values = [
+        len(train) + len(test),
+        len(train),
+        len(test),
+        sum(1 for *_, w in train if w > 0),
+        sum(1 for *_, w in test if w > 0),
+        len(cold_items),
+        len(test_users - train_users),
+        round(100.0 * len(cold_items) / max(len(test_items), 1), 2),
+        len(train_users),
+        len(test_users),
+        len(train_users & test_users),
+    ]
+    return dict(zip(TABLE_ROWS, values))
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _manifest(ws: Workspace, cfg: DataSettings) -> dict:
+    files = find_raw_files(ws.raw)
+    return {
+        "version": PREPARE_VERSION,
+        "edition": files.edition,
+        "inputs": {p.name: _file_hash(p) for p in (files.reviews, files.meta)},
+        "settings": cfg.model_dump(exclude={"root"}),
+    }
+
+
+def is_up_to_date(ws: Workspace, cfg: DataSettings) -> bool:
+    manifest = ws.processed / "manifest.json"
+    if not manifest.exists():
+        return False
+    try:
+        return json.loads(manifest.read_text()) == _manifest(ws, cfg)
+    except json.JSONDecodeError:
+        return False
+
+
+def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareResult:
+    """Build ``ws.processed`` from ``ws.raw``; a no-op when inputs and settings are unchanged."""
+    started = time.perf_counter()
+    manifest = _manifest(ws, cfg)
+    if not force and is_up_to_date(ws, cfg):
+        log.info("%s: processed data is up to date (inputs unchanged), nothing to do", ws.name)
+        return PrepareResult(ws, False, time.perf_counter() - started, 0)
+
+    files = find_raw_files(ws.raw)
+    problems = LineProblems()
+    metas: dict[str, Meta] = {m.asin: m for m in read_meta(files.meta, problems, cfg.description_chars)}
+    raw_reviews = list(read_reviews(files.reviews, problems))
+    if problems.total:
+        log.warning("%s: %d malformed lines skipped (first: %s); see processed/report.json",
+                    ws.name, problems.total, problems.examples[0])
+
+    # Keep interactions with metadata; one review per (user, item): the earliest one.
+    seen: set[tuple[str, str]] = set()
+    reviews: list[Review] = []
+    no_meta = duplicates = 0
+    for r in sorted(raw_reviews, key=lambda r: (r.ts, r.user, r.item)):
+        if r.item not in metas:
+            no_meta += 1
+        elif (r.user, r.item) in seen:
+            duplicates += 1
+        else:
+            seen.add((r.user, r.item))
+            reviews.append(r)
+    if not reviews:
+        raise ValueError(f"{files.reviews}: no usable interactions (malformed {problems.total}, "
+                         f"without metadata {no_meta})")
+
+    train, test = time_split(reviews, cfg.train_ratio)
+
+    # Index spaces shared by every later stage: order of first appearance in time.
+    user2idx: dict[str, int] = {}
+    item2idx: dict[str, int] = {}
+    for r in train + test:
+        user2idx.setdefault(r.user, len(user2idx))
+        item2idx.setdefault(r.item, len(item2idx))
+
+    ws.processed.mkdir(parents=True, exist_ok=True)
+    (ws.processed / "manifest.json").unlink(missing_ok=True)  # an interrupted rebuild is never "up to date"
+
+    rows: dict[str, list[tuple]] = {}
+    for split, part in (("train", train), ("test", test)):
+        lines = ["\t".join(INTERACTION_COLUMNS)]
+        rows[split] = []
+        for r in part:
+            w = weight_of(r.rating, cfg)
+            rows[split].append((r.user, r.item, w))
+            lines.append(f"{r.user}\t{r.item}\t{user2idx[r.user]}\t{item2idx[r.item]}\t{r.ts}\t{r.rating:g}\t{w:g}")
+        _write_atomic(ws.processed / f"{split}.tsv", "\n".join(lines) + "\n")
+
+    sequences: dict[int, list[int]] = defaultdict(list)
+    for r in train:  # already time-ordered
+        if weight_of(r.rating, cfg) > 0:
+            sequences[user2idx[r.user]].append(item2idx[r.item])
+
+    item_lines = []
+    categories: dict[str, list[str]] = {}
+    sub_items: dict[str, list[int]] = defaultdict(list)
+    item_sub: dict[str, str] = {}
+    for asin, idx in item2idx.items():
+        m = metas[asin]
+        item_lines.append(json.dumps({
+            "idx": idx, "asin": asin, "title": m.title, "description": m.description, "brand": m.brand,
+            "category_path": list(m.category_path),
+            "text": f"{m.title} | {PATH_SEP.join(m.category_path)}" if m.category_path else m.title,
+        }, ensure_ascii=False))
+        category, sub = split_taxonomy(m.category_path, cfg)
+        subs = categories.setdefault(category, [])
+        if sub not in subs:
+            subs.append(sub)
+        sub_items[sub].append(idx)
+        item_sub[str(idx)] = sub
+
+    taxonomy = {
+        "category_levels": cfg.category_levels,
+        "subcategory_levels": cfg.subcategory_levels,
+        "categories": sorted(categories),
+        "subcategories": {c: sorted(s) for c, s in sorted(categories.items())},
+        "subcategory_items": {s: items for s, items in sorted(sub_items.items())},
+        "item_subcategory": item_sub,
+    }
+    table = compute_stats(rows["train"], rows["test"])
+    n_train_users = table["Users in training split"]
+    n_test_users = table["Users in test split"]
+    stats = {
+        "dataset": ws.name,
+        "edition": files.edition,
+        "table": table,
+        "extra": {
+            "items": len(item2idx),
+            "users": len(user2idx),
+            "categories": len(categories),
+            "subcategories": len(sub_items),
+            "avg train interactions per train user": round(len(train) / max(n_train_users, 1), 2),
+            "avg test interactions per test user": round(len(test) / max(n_test_users, 1), 2),
+        },
+    }
+    report = {
+        "malformed_lines": problems.total,
+        "malformed_by_file": problems.counts,
+        "malformed_examples": problems.examples,
+        "reviews_read": len(raw_reviews),
+        "dropped_without_metadata": no_meta,
+        "dropped_duplicates": duplicates,
+        "items_with_metadata": len(metas),
+    }
+    _write_atomic(ws.processed / "items.jsonl", "\n".join(item_lines) + "\n")
+    _write_atomic(ws.processed / "mappings.json", json.dumps({"user2idx": user2idx, "item2idx": item2idx}))
+    _write_atomic(ws.processed / "sequences.json", json.dumps({str(u): s for u, s in sequences.items()}))
+    _write_atomic(ws.processed / "taxonomy.json", json.dumps(taxonomy, ensure_ascii=False))
+    _write_atomic(ws.processed / "stats.json", json.dumps(stats, indent=2))
+    _write_atomic(ws.processed / "report.json", json.dumps(report, indent=2))
+    _write_atomic(ws.processed / "manifest.json", json.dumps(manifest, indent=2))  # last: marks completion
+    seconds = time.perf_counter() - started
+    log.info("%s: prepared %d interactions (%d train / %d test), %d items, %d users in %.1fs",
+             ws.name, len(reviews), len(train), len(test), len(item2idx), len(user2idx), seconds)
+    return PrepareResult(ws, True, seconds, problems.total)

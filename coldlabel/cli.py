@@ -41,6 +41,8 @@ def _register() -> None:
     app.add_typer(retrieval_app, name="retrieval", help="Encoder, Two-Tower, FAISS candidates, leaves, evidence.")
     from coldlabel.demo import demo_command
     app.command("demo", help="Run the main job end to end on the embedded default.")(demo_command)
+    from labeler.db_cli import db_app
+    app.add_typer(db_app, name="db", help="The SQL store: create/upgrade the schema (Alembic).")
     try:
         from workers.cli import label_app, llm_app, worker_command
     except ImportError:  # pragma: no cover - only while the package is being assembled

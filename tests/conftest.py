@@ -1,0 +1,57 @@
+"""Shared fixtures. Services are real: PostgreSQL and Redis are started if down (tests/support/services.py)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support import services
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A SQLite store file of this test's own (not created yet)."""
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> None:
+    services.ensure_postgres()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
+    with services.fresh_postgres_db() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> None:
+    services.ensure_redis()
+
+
+@pytest.fixture
+def redis_target(redis_server) -> services.RedisTarget:
+    """A Redis database number leased to this test (flushed before and after) and a unique key prefix."""
+    with services.fresh_redis_db() as target:
+        yield target
+
+
+@pytest.fixture
+def redis_url(redis_target) -> str:
+    return redis_target.url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def store_url(request) -> str:
+    """The same test against an empty SQLite file and an empty PostgreSQL database."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def store(store_url):
+    """A ready Store (schema at head) on each backend."""
+    from labeler.store import Store, upgrade
+
+    upgrade(store_url)  # PostgreSQL needs the explicit upgrade; on SQLite it is a no-op afterwards
+    with Store(store_url) as opened:
+        yield opened

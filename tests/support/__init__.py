@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real services (PostgreSQL, Redis) and how to get a private corner of them."""

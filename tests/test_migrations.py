@@ -1,0 +1,155 @@
+"""The schema is Alembic's: upgrade/downgrade on both backends, no drift from the code's metadata, the
+ini works from an installed checkout, and the app refuses (PostgreSQL) or upgrades (SQLite) an old DB."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from typer.testing import CliRunner
+
+from labeler import store as st
+from labeler.db_cli import db_app
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = {"llm_calls", "runs", "run_users", "stage_results", "edges", "triplets"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_schema_and_downgrade_removes_it(store_url):
+    assert st.current_revision(store_url) is None
+    st.upgrade(store_url)
+    assert st.current_revision(store_url) == st.head_revision()
+    assert TABLES <= _tables(store_url)
+    st.upgrade(store_url)  # running it again is a no-op, not an error
+    st.downgrade(store_url, "base")
+    assert st.current_revision(store_url) is None
+    assert not (TABLES & _tables(store_url))
+    st.upgrade(store_url)  # and the round trip works
+    assert TABLES <= _tables(store_url)
+
+
+def test_migrated_schema_matches_metadata(store_url):
+    st.upgrade(store_url)
+    engine = st.make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), st.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_metadata_drift_would_be_detected(sqlite_url):
+    """The comparison above is not vacuous: a column the migration lacks shows up as a diff."""
+    st.upgrade(sqlite_url)
+    changed = sa.MetaData()
+    for table in st.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["runs"].append_column(sa.Column("extra", sa.Integer))
+    engine = st.make_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), changed)
+    finally:
+        engine.dispose()
+    assert [d[0] for d in diff] == ["add_column"] and diff[0][3].name == "extra"
+
+
+@pytest.mark.services
+def test_postgres_behind_head_is_refused_with_the_command_to_run(postgres_url):
+    with pytest.raises(st.StoreError, match="run `coldlabel db upgrade`"):
+        st.Store(postgres_url)
+    assert st.current_revision(postgres_url) is None  # nothing was changed implicitly
+    st.upgrade(postgres_url)
+    with st.Store(postgres_url) as opened:
+        assert opened.list_runs() == []
+
+
+def test_sqlite_is_upgraded_on_open(sqlite_url):
+    with st.Store(sqlite_url) as opened:
+        assert opened.list_runs() == []
+    assert st.current_revision(sqlite_url) == st.head_revision()
+
+
+def test_sqlite_without_auto_upgrade_is_refused(sqlite_url):
+    with pytest.raises(st.StoreError, match="coldlabel db upgrade"):
+        st.Store(sqlite_url, auto_upgrade=False)
+
+
+def test_unknown_newer_revision_is_refused(sqlite_url):
+    st.upgrade(sqlite_url)
+    engine = st.make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(st.StoreError, match="newer version"):
+        st.Store(sqlite_url)
+
+
+def test_sqlite_pragmas(sqlite_url):
+    engine = st.make_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == int(st.BUSY_TIMEOUT_S * 1000)
+    finally:
+        engine.dispose()
+
+
+def test_in_memory_sqlite_is_refused_clearly():
+    with pytest.raises(st.StoreError, match="in-memory SQLite"):
+        st.make_engine("sqlite://")
+
+
+@pytest.mark.parametrize("ini", ["migrations/alembic.ini", "alembic.ini"])
+def test_alembic_command_line(sqlite_url, tmp_path, ini):
+    """`alembic -c <ini> upgrade head` works, from any working directory."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "alembic", "-c", str(REPO / ini), "-x", f"url={sqlite_url}", "upgrade", "head"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert st.current_revision(sqlite_url) == st.head_revision()
+
+
+def test_alembic_command_line_uses_coldlabel_settings(tmp_path):
+    """Without -x url, the ini falls back to the app's own store URL (data.root from the env)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLDLABEL_DATA__ROOT": str(tmp_path / "data")}
+    env.pop("COLDLABEL_STORE__URL", None)
+    env.pop("COLDLABEL_CONFIG", None)
+    done = subprocess.run([sys.executable, "-m", "alembic", "-c", str(REPO / "migrations/alembic.ini"),
+                           "upgrade", "head"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert st.current_revision(f"sqlite:///{tmp_path / 'data' / 'coldlabel.db'}") == st.head_revision()
+
+
+def test_db_cli_upgrade_and_current(store_url):
+    runner = CliRunner()
+    behind = runner.invoke(db_app, ["current", "--url", store_url])
+    assert behind.exit_code == 1 and "coldlabel db upgrade" in behind.output
+    up = runner.invoke(db_app, ["upgrade", "--url", store_url])
+    assert up.exit_code == 0, up.output
+    assert f"<empty> -> {st.head_revision()}" in up.output
+    again = runner.invoke(db_app, ["upgrade", "--url", store_url])
+    assert "already at" in again.output
+    now = runner.invoke(db_app, ["current", "--url", store_url])
+    assert now.exit_code == 0 and "up to date" in now.output
+
+
+def test_db_cli_reads_store_url_from_settings(sqlite_url):
+    result = CliRunner().invoke(db_app, ["upgrade"], env={"COLDLABEL_STORE__URL": sqlite_url})
+    assert result.exit_code == 0, result.output
+    assert st.current_revision(sqlite_url) == st.head_revision()

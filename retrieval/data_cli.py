@@ -40,7 +40,7 @@ def synth_command(
     preset = preset or settings.synth.preset
     seed = settings.synth.seed if seed is None else seed
     ws = Workspace.of(settings.data.root, dataset or preset)
-    summary = synth.generate(preset, ws.root, seed=seed)
+    summary = synth.generate(preset, ws.root, seed=seed, progress=preset in ("beauty", "health"))
     console.print(f"[green]synthesized[/] preset={preset} seed={seed} -> {ws.raw}  ({summary})")
 
 

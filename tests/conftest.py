@@ -55,3 +55,26 @@ def store(store_url):
     upgrade(store_url)  # PostgreSQL needs the explicit upgrade; on SQLite it is a no-op afterwards
     with Store(store_url) as opened:
         yield opened
+
+
+# ---- shared real datasets and the real local LLM ------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """A data root holding the `tiny` synthetic dataset, prepared and retrieval-built (read-only: copy to modify)."""
+    from tests.support.datasets import build_tiny
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    build_tiny(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory):
+    """The real llama.cpp server with the packaged SmolLM2-135M model, on a free port."""
+    from labeler.local_server import start_local_server
+    from tests.support.services import free_port
+
+    log_path = tmp_path_factory.mktemp("llm") / "server.log"
+    with start_local_server(free_port(), "smollm2-135m-instruct", log_path) as server:
+        yield server

@@ -127,3 +127,12 @@ def fresh_redis_db() -> Iterator[RedisTarget]:
         if admin.get(f"coldlabel-test:lease:{db}") == token.encode():
             admin.delete(f"coldlabel-test:lease:{db}")
         admin.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,342 @@
+"""The one way the labeler talks to an LLM: an async OpenAI-SDK client with dialects, retries, limits, cache.
+
+* **Dialects** say how each server takes a JSON schema (``local-llm.md``, anchors B3/B6):
+  ``vllm``/``openai`` take ``response_format={"type": "json_schema", ...}``; llama-cpp-python's server
+  takes ``{"type": "json_object", "schema": ...}`` and rejects ``json_schema`` with HTTP 500;
+  ``plain`` sends no constraint. ``constrained=False`` sends no schema for any dialect (for measuring).
+* **Transport retries** (``tenacity``): timeouts, connection errors, 408/409/429 and 5xx, exponential
+  backoff with jitter, honouring ``Retry-After``; at most ``transport.max_attempts`` attempts. Other 4xx
+  fail at once. Exhausted retries raise :class:`EndpointError` naming the endpoint and URL, never the key.
+  Format problems (bad JSON) are *not* handled here: that is the pipeline's one format retry.
+* **Limits**: an ``asyncio.Semaphore`` of ``endpoint.concurrency`` and a requests-per-minute spacer, per
+  client (one client per endpoint per process). ``slot`` is an optional async-context-manager factory
+  entered around every HTTP attempt, for cross-process limits (the workers' hook).
+* **Cache**: content-addressed (:func:`cache_key`); a hit issues no HTTP request. The cache object has
+  ``get_call(key)`` / ``put_call(...)`` (``labeler.store.Store``); the endpoint's name and URL are not in
+  the key, the model and dialect are.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import inspect
+import json
+import logging
+import random
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, AsyncContextManager, Callable, Protocol
+
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from coldlabel.config import EndpointSettings, LabelerSettings, Settings, TransportSettings
+
+log = logging.getLogger("coldlabel.client")
+
+RETRY_STATUS = {408, 409, 429}
+MAX_RETRY_AFTER_S = 300.0  # a server asking for more than this is treated as asking for this
+# Keywords OpenAI strict mode does not accept; stripped for the ``openai`` dialect only.
+_OPENAI_UNSUPPORTED = ("minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum")
+
+
+class EndpointError(RuntimeError):
+    """The endpoint could not answer (after retries, or it rejected the request outright)."""
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    attempts: int           # HTTP attempts made (0 for a cache hit)
+    cache_hit: bool
+    key: str = ""           # the cache key, so callers can link parsed rows to the raw call
+
+    @property
+    def truncated(self) -> bool:
+        """The model hit max_tokens: the JSON is probably cut off (vLLM #8350; curator treats it as failure)."""
+        return self.finish_reason == "length"
+
+
+class CallCache(Protocol):
+    def get_call(self, key: str) -> Any: ...
+    def put_call(self, *, key: str, model: str, dialect: str, prompt_version: str, endpoint: str,
+                 request: dict, response_text: str, finish_reason: str | None, prompt_tokens: int,
+                 completion_tokens: int, latency_ms: float) -> Any: ...
+
+
+# ---- pure helpers ------------------------------------------------------------------------------
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cache_key(model: str, dialect: str, messages: list[dict], schema: dict | None, params: dict,
+              prompt_version: str) -> str:
+    """sha256 over everything that decides the answer (anchors B1: curator's fingerprint), nothing else."""
+    payload = {"model": model, "dialect": dialect, "messages": messages, "schema": schema,
+               "params": params, "prompt_version": prompt_version}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def _strip_keywords(schema: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_keywords(v, names) for k, v in schema.items() if k not in names}
+    if isinstance(schema, list):
+        return [_strip_keywords(v, names) for v in schema]
+    return schema
+
+
+def response_format_for(dialect: str, schema: dict | None, name: str = "answer") -> dict | None:
+    """The ``response_format`` body field each dialect understands, or None for no constraint."""
+    if schema is None or dialect == "plain":
+        return None
+    if dialect == "llamacpp":
+        return {"type": "json_object", "schema": schema}
+    if dialect == "openai":
+        schema = _strip_keywords(schema, _OPENAI_UNSUPPORTED)
+    if dialect in ("vllm", "openai"):
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    raise ValueError(f"unknown dialect {dialect!r} (expected vllm, llamacpp, openai or plain)")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: connection trouble, timeouts, 408/409/429 and server errors."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRY_STATUS or exc.status_code >= 500
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return type(cause).__name__ if cause is not None else "connection error"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code} {str(exc.message)[:200]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class RateSpacer:
+    """At most ``per_minute`` request starts per minute, evenly spaced (0 = unlimited)."""
+
+    def __init__(self, per_minute: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Any] = asyncio.sleep):
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self._next = 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = self._clock()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            await self._sleep(delay)
+
+
+# ---- the client ---------------------------------------------------------------------------------
+
+class LLMClient:
+    """One endpoint, one async client. Use ``async with LLMClient.from_settings(s) as llm: ...``."""
+
+    def __init__(self, name: str, endpoint: EndpointSettings, *, labeler: LabelerSettings | None = None,
+                 transport: TransportSettings | None = None, cache: CallCache | None = None,
+                 slot: Callable[[], AsyncContextManager[Any]] | None = None):
+        self.name = name
+        self.endpoint = endpoint
+        self.labeler = labeler or LabelerSettings()
+        self.transport = transport or TransportSettings()
+        self.cache = cache
+        self.slot = slot
+        self._key = endpoint.api_key()
+        self._sdk = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=self._key, max_retries=0,
+                                       timeout=self.labeler.timeout_s)
+        self._semaphore = asyncio.Semaphore(endpoint.concurrency)
+        self._spacer = RateSpacer(endpoint.requests_per_minute)
+        self.http_requests = 0  # attempts actually sent, for stats
+
+    @classmethod
+    def from_settings(cls, settings: Settings, endpoint_name: str | None = None, *,
+                      cache: CallCache | None = None,
+                      slot: Callable[[], AsyncContextManager[Any]] | None = None) -> "LLMClient":
+        name = endpoint_name or settings.labeler.endpoint
+        return cls(name, settings.endpoint(name), labeler=settings.labeler, transport=settings.transport,
+                   cache=cache, slot=slot)
+
+    @property
+    def where(self) -> str:
+        return f"endpoint {self.name!r} at {self.endpoint.base_url}"
+
+    async def __aenter__(self) -> "LLMClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._sdk.close()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key and len(self._key) >= 8 else text
+
+    def build_request(self, messages: list[dict], *, schema: dict | None, schema_name: str = "answer",
+                      constrained: bool | None = None, temperature: float | None = None,
+                      max_tokens: int | None = None) -> dict:
+        """The chat-completions body (without credentials) that :meth:`complete` sends."""
+        constrained = self.labeler.constrained if constrained is None else constrained
+        body: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "temperature": self.labeler.temperature if temperature is None else temperature,
+            "max_tokens": self.labeler.max_tokens if max_tokens is None else max_tokens,
+        }
+        fmt = response_format_for(self.endpoint.dialect, schema if constrained else None, schema_name)
+        if fmt is not None:
+            body["response_format"] = fmt
+        return body
+
+    async def complete(self, messages: list[dict], *, schema: dict | None = None, schema_name: str = "answer",
+                       constrained: bool | None = None, temperature: float | None = None,
+                       max_tokens: int | None = None, prompt_version: str = "",
+                       use_cache: bool = True) -> Completion:
+        """One chat completion: from the cache when the same request was answered before, else over HTTP."""
+        body = self.build_request(messages, schema=schema, schema_name=schema_name, constrained=constrained,
+                                  temperature=temperature, max_tokens=max_tokens)
+        params = {"temperature": body["temperature"], "max_tokens": body["max_tokens"]}
+        key = cache_key(self.endpoint.model, self.endpoint.dialect, messages, body.get("response_format"),
+                        params, prompt_version)
+        if self.cache is not None and use_cache:
+            row = await _maybe_await(self.cache.get_call(key))
+            if row is not None:
+                return Completion(row.response_text, row.finish_reason, row.prompt_tokens or 0,
+                                  row.completion_tokens or 0, row.latency_ms or 0.0, attempts=0,
+                                  cache_hit=True, key=key)
+        completion = await self._send(body)
+        completion.key = key
+        if self.cache is not None and use_cache:
+            await _maybe_await(self.cache.put_call(
+                key=key, model=self.endpoint.model, dialect=self.endpoint.dialect,
+                prompt_version=prompt_version, endpoint=self.name, request=body,
+                response_text=completion.text, finish_reason=completion.finish_reason,
+                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                latency_ms=completion.latency_ms))
+        return completion
+
+    async def complete_prompt(self, prompt: Any, *, messages: list[dict] | None = None,
+                              constrained: bool | None = None, prompt_version: str = "",
+                              use_cache: bool = True) -> Completion:
+        """Send a ``labeler.prompts.Prompt`` (its messages, or ``messages`` for a format retry)."""
+        return await self.complete(messages or prompt.messages, schema=prompt.schema,
+                                   schema_name=prompt.schema_name, constrained=constrained,
+                                   prompt_version=prompt_version, use_cache=use_cache)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server gave one, else full-jitter exponential backoff."""
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = _retry_after(exc) if exc is not None else None
+        if hinted is not None:
+            return min(hinted, MAX_RETRY_AFTER_S)
+        t = self.transport
+        ceiling = min(t.backoff_max_s, t.backoff_initial_s * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s: attempt %d failed (%s); retrying in %.2fs", self.where, state.attempt_number,
+                    self._scrub(_describe(exc)) if exc else "?",
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    async def _send(self, body: dict) -> Completion:
+        attempts = 0
+        extra = {k: v for k, v in body.items() if k == "response_format"}
+        plain = {k: v for k, v in body.items() if k != "response_format"}
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.transport.max_attempts),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    async with AsyncExitStack() as stack:
+                        if self.slot is not None:
+                            await stack.enter_async_context(self.slot())
+                        await stack.enter_async_context(self._semaphore)
+                        await self._spacer.wait()
+                        self.http_requests += 1
+                        started = time.perf_counter()
+                        # response_format goes through extra_body so dialect-specific shapes (llama.cpp's
+                        # json_object+schema) are sent verbatim, not validated against OpenAI's types.
+                        response = await self._sdk.chat.completions.create(**plain, extra_body=extra or None)
+                        latency_ms = (time.perf_counter() - started) * 1000
+        except openai.APIError as exc:
+            detail = self._scrub(_describe(exc))
+            if is_transient(exc):
+                msg = f"{self.where} unreachable after {attempts} attempts: {detail}"
+            else:
+                msg = f"{self.where} rejected the request: {detail}"
+            raise EndpointError(msg) from exc
+        if not response.choices:
+            raise EndpointError(f"{self.where} answered without choices")
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            latency_ms=latency_ms,
+            attempts=attempts,
+            cache_hit=False,
+        )
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

@@ -73,6 +73,7 @@ class LabelerSettings(_Section):
     top_k_subcategories: int = Field(8, ge=1)
     max_candidates_per_subcategory: int = Field(80, ge=1)
     items_per_subcategory: int = Field(5, ge=1)
+    shuffle_candidates: bool = True
     final_top_k: int = Field(10, ge=1)
     min_score: float = 2
     score_scale: float = Field(5, gt=0)
@@ -117,9 +118,11 @@ class WorkerSettings(_Section):
     pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
     concurrency: int = Field(8, ge=1)
     inline_concurrency: int = Field(4, ge=1)
-    visibility_timeout_s: int = Field(7200, ge=60)
+    visibility_timeout_s: int = Field(7200, ge=1)  # tests lower it to see redelivery within seconds
     max_task_retries: int = Field(3, ge=0)
     retry_backoff_s: float = Field(5, ge=0)
+    soft_shutdown_timeout_s: float = Field(60, ge=0)  # on SIGTERM: finish in-flight users, then requeue
+    slot_lease_s: float = Field(30, gt=0)  # an endpoint slot held by a dead worker frees itself after this
 
 
 class TrainerSettings(_Section):

@@ -13,7 +13,9 @@ version are parsed again from the cached raw answers, without a single new call.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -172,6 +174,18 @@ def _view(c: CandidateItem) -> CandidateView:
                          evidence=tuple(c.evidence))
 
 
+def _shown_order(items: list, user_id: str, part: str, shuffle: bool) -> list:
+    """The order candidates are shown in. LLMs favour list positions (anchors A2: LLMRank shuffles), so the
+    display order is shuffled, seeded by user and subcategory: the same prompt every time, hence cacheable.
+    Fallbacks keep the Two-Tower order."""
+    if not shuffle:
+        return list(items)
+    seed = int(hashlib.sha256(f"{user_id}|{part}".encode()).hexdigest()[:16], 16)
+    shown = list(items)
+    random.Random(seed).shuffle(shown)
+    return shown
+
+
 def _profile_fallback(space: UserSpace) -> dict:
     """A profile written from the history alone, when the model gives none."""
     cats = list(dict.fromkeys(PATH_SEP.join(it.category_path[:2]) for it in reversed(space.history)))
@@ -243,7 +257,8 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
     async def items_of(sub: str) -> StageReport:
         cands = space.candidates[sub][: s.max_candidates_per_subcategory]
         k = min(s.items_per_subcategory, len(cands))
-        prompt = prompts.items_prompt(user, names.get(sub, sub), [_view(c) for c in cands], k,
+        shown = _shown_order(list(cands), space.user_id, sub, s.shuffle_candidates)
+        prompt = prompts.items_prompt(user, names.get(sub, sub), [_view(c) for c in shown], k,
                                       constrained=constrained, evidence_k=ctx.settings.retrieval.evidence_k)
         return await _stage(ctx, run_id, user_idx, stored, tally, "items", sub, prompt,
                             lambda: ([c.asin for c in cands[:k]], {}))
@@ -266,7 +281,8 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
             top = preselection[:final_k]
             return top, dict(zip(top, rank_scores(len(top), s.score_scale)))
 
-        prompt = prompts.rerank_prompt(user, [_view(by_asin[a][0]) for a in preselection], final_k,
+        shown = _shown_order(preselection, space.user_id, "rerank", s.shuffle_candidates)
+        prompt = prompts.rerank_prompt(user, [_view(by_asin[a][0]) for a in shown], final_k,
                                        score_scale=s.score_scale, constrained=constrained)
         r = await _stage(ctx, run_id, user_idx, stored, tally, "rerank", "", prompt, flattened)
         reports.append(r)

@@ -261,3 +261,12 @@ def test_no_leakage_prompts_identical_without_test_interactions(tiny_root, tmp_p
     after = prompts_sent("b.db")
     pipeline._SPACES.clear()
     assert len(before) >= 3 * 5 and before == after
+
+
+def test_shown_order_is_a_stable_seeded_permutation():
+    items = list(range(40))
+    a = pipeline._shown_order(items, "U1", "sub", True)
+    assert sorted(a) == items and a != items                      # a real shuffle, nothing lost
+    assert pipeline._shown_order(items, "U1", "sub", True) == a    # stable: the prompt stays cacheable
+    assert pipeline._shown_order(items, "U2", "sub", True) != a    # but not the same for everyone
+    assert pipeline._shown_order(items, "U1", "sub", False) == items

@@ -1,0 +1,201 @@
+"""Labeler benchmark: prompt sizes, prefix sharing, CPU outside the LLM, invalid/fallback rates.
+
+    .venv/bin/python bench/bench_labeler.py                 # parts A+B on the `small` preset (~2 min)
+    .venv/bin/python bench/bench_labeler.py --real-llm 3    # + part C: 3 users on the real SmolLM2 (slow)
+
+A. Prompt tokens per user per stage (SmolLM2's tokenizer over the ChatML-rendered prompt) and the share of
+   each user's prompt tokens that is a prefix already sent before (what a prefix-caching server reuses).
+B. CPU time per user spent outside the LLM: the scripted server answers instantly in a separate process,
+   so this process's CPU time is the pipeline's own (candidate space, prompts, parsing, SQL writes).
+C. Invalid-output and fallback rates on the real local model, with and without decode-time constraints.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coldlabel.config import load_settings  # noqa: E402
+from labeler import pipeline  # noqa: E402
+from labeler.store import Store  # noqa: E402
+
+STAGE_OF = {"profile": "profile", "categories": "categories", "subcategories": "subcategories",
+            "asins": "items", "items": "rerank"}
+
+
+def ensure_dataset(root: Path, preset: str, settings) -> None:
+    from retrieval import synth
+    from retrieval.build import build
+    from retrieval.prepare import prepare
+    from retrieval.workspace import Workspace
+
+    ws = Workspace.of(root, preset)
+    if not ws.raw.exists():
+        synth.generate(preset, ws.root, seed=0)
+    prepare(ws, settings.data)
+    build(ws, settings)
+
+
+def label_users(settings, dataset: str, users: list[int], store: Store, run_id: str, endpoint: str):
+    store.create_run(run_id=run_id, dataset=dataset, endpoint=endpoint, model="m", prompt_version="b", config={})
+    store.add_users(run_id, [(u, str(u)) for u in users])
+
+    async def go():
+        ctx = pipeline.open_context(settings, dataset, endpoint, store=store)
+        outs = []
+        async with ctx.client:
+            for u in users:
+                outs.append(await pipeline.label_user(ctx, run_id, u))
+        return outs
+    return asyncio.run(go())
+
+
+def stage_of(body: dict) -> str:
+    props = ((body.get("response_format") or {}).get("schema") or {}).get("properties") or {}
+    return next(STAGE_OF[p] for p in STAGE_OF if p in props)
+
+
+def chatml(messages: list[dict]) -> bytes:
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages).encode() \
+        + b"<|im_start|>assistant\n"
+
+
+def lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def part_a(settings, dataset, users, tmp: Path) -> str:
+    from llama_cpp import Llama
+
+    from labeler.fake_server import FakeLLMServer
+    from labeler.local_server import gguf_path
+
+    vocab = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
+    with FakeLLMServer() as server, Store(f"sqlite:///{tmp / 'a.db'}") as store:
+        s = load_settings(None, [*OVERRIDES, f"endpoints.fake.base_url={server.base_url}"], environ={})
+        label_users(s, dataset, users, store, "tokens", "fake")
+        bodies = list(server.requests)
+    per_stage: dict[str, list[int]] = defaultdict(list)
+    per_user_calls: dict[str, list[list[int]]] = defaultdict(list)
+    seen_all: list[list[int]] = []
+    own_shared = any_shared = total = 0
+    for body in bodies:
+        toks = vocab.tokenize(chatml(body["messages"]), add_bos=False, special=True)
+        user_key = body["messages"][1]["content"].split("\n\n", 1)[0]  # the history block names the user
+        earlier = per_user_calls[user_key]
+        own_shared += max((lcp(toks, e) for e in earlier), default=0)
+        any_shared += max((lcp(toks, e) for e in seen_all), default=0)
+        total += len(toks)
+        earlier.append(toks)
+        seen_all.append(toks)
+        per_stage[stage_of(body)].append(len(toks))
+    n_users = len(users)
+    lines = ["| stage | calls per user | prompt tokens per call (mean) | prompt tokens per user |",
+             "|---|---|---|---|"]
+    for stage in ("profile", "categories", "subcategories", "items", "rerank"):
+        v = per_stage.get(stage, [])
+        if v:
+            lines.append(f"| {stage} | {len(v) / n_users:.1f} | {statistics.mean(v):.0f} | {sum(v) / n_users:.0f} |")
+    lines.append(f"| **all** | {len(bodies) / n_users:.1f} | {total / len(bodies):.0f} | {total / n_users:.0f} |")
+    lines.append("")
+    lines.append(f"Shared prefix: **{100 * own_shared / total:.1f}%** of a user's prompt tokens repeat a prefix of "
+                 f"that user's earlier calls; **{100 * any_shared / total:.1f}%** repeat a prefix of any earlier call "
+                 f"(the static system block is shared across users). {n_users} users, {len(bodies)} calls.")
+    return "\n".join(lines)
+
+
+def _serve_instant(port_q):
+    from labeler.fake_server import FakeLLMServer
+
+    srv = FakeLLMServer().start()
+    port_q.put(srv.base_url)
+    time.sleep(3600)
+
+
+def part_b(settings, dataset, users, tmp: Path) -> str:
+    spawn = mp.get_context("spawn")  # a fresh interpreter: none of this process's threads or CPU time
+    q = spawn.Queue()
+    proc = spawn.Process(target=_serve_instant, args=(q,), daemon=True)
+    proc.start()
+    try:
+        url = q.get(timeout=60)
+        s = load_settings(None, [*OVERRIDES, f"endpoints.fake.base_url={url}"], environ={})
+        pipeline.load_space(s, dataset)  # loading the space once per process is not per-user work
+        with Store(f"sqlite:///{tmp / 'b.db'}") as store:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            label_users(s, dataset, users, store, "cpu", "fake")
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    finally:
+        proc.kill()
+    n = len(users)
+    return (f"CPU outside the LLM: **{1000 * cpu / n:.0f} ms per user** ({n} users, wall {1000 * wall / n:.0f} ms "
+            f"per user against an instant server in another process; includes candidate search, evidence, prompt "
+            f"building, parsing, SQLite writes).")
+
+
+def part_c(settings, dataset, users, tmp: Path) -> str:
+    from labeler.local_server import start_local_server
+
+    rows = ["| decode-time constraint | calls | invalid ids per call | stage answers that fell back | "
+            "fallback rate | wall s per user |", "|---|---|---|---|---|---|"]
+    with start_local_server(8799, "smollm2-135m-instruct", tmp / "llm.log") as srv:
+        for constrained in (True, False):
+            s = load_settings(None, [*OVERRIDES, "labeler.endpoint=local", f"endpoints.local.base_url={srv.base_url}",
+                                     f"labeler.constrained={'true' if constrained else 'false'}",
+                                     "labeler.timeout_s=600"], environ={})
+            with Store(f"sqlite:///{tmp / f'c{constrained}.db'}") as store:
+                t0 = time.perf_counter()
+                outs = label_users(s, dataset, users, store, f"real-{constrained}", "local")
+                wall = time.perf_counter() - t0
+            calls = sum(o.counters.llm_calls + o.counters.cache_hits for o in outs)
+            stages = sum(len(o.stages) for o in outs)
+            fb = sum(o.counters.fallbacks for o in outs)
+            inv = sum(o.counters.invalid_ids for o in outs)
+            rows.append(f"| {'on (enum schema)' if constrained else 'off (prompt only)'} | {calls} | {inv / calls:.2f} | "
+                        f"{fb} / {stages} | {100 * fb / stages:.0f}% | {wall / len(users):.0f} |")
+    return "\n".join(rows)
+
+
+OVERRIDES: list[str] = []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default="/tmp/coldlabel-bench", help="data root (outside the repo)")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--users", type=int, default=30)
+    ap.add_argument("--real-llm", type=int, default=0, help="users for part C on the real local model (slow)")
+    ap.add_argument("--demo-caps", action="store_true", help="3 subcategories x 20 candidates instead of 8 x 80")
+    args = ap.parse_args()
+    caps = ["labeler.top_k_subcategories=3", "labeler.max_candidates_per_subcategory=20"] if args.demo_caps else []
+    OVERRIDES[:] = [f"data.root={args.root}", "retrieval.tt_epochs=20", *caps,
+                    "endpoints.fake.model=fake-model", "endpoints.fake.dialect=llamacpp",
+                    "endpoints.fake.concurrency=8", "endpoints.fake.base_url=http://127.0.0.1:9/v1"]
+    settings = load_settings(None, OVERRIDES, environ={})
+    ensure_dataset(Path(args.root), args.preset, settings)
+    space = pipeline.load_space(settings, args.preset)
+    users = space.users()[: args.users]
+    cap = f"{settings.labeler.top_k_subcategories} subcategories x {settings.labeler.max_candidates_per_subcategory} candidates"
+    print(f"## Labeler ({args.preset} preset, {cap})\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        print(part_a(settings, args.preset, users, Path(tmp)) + "\n")
+        print(part_b(settings, args.preset, users, Path(tmp)) + "\n")
+        if args.real_llm:
+            print(part_c(settings, args.preset, users[: args.real_llm], Path(tmp)) + "\n")
+    print(f"Command: `.venv/bin/python bench/bench_labeler.py {' '.join(sys.argv[1:])}`")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""FAISS top-M candidates per user and candidate recall@M (thesis §4.1, last paragraph).
+
+Candidates come from an exact inner-product index (``IndexFlatIP``) over the exported Two-Tower item
+vectors, queried with the user vectors; items the user already has in the *training* split are filtered out.
+Recall@M is an evaluation and the only place in this package that reads the test split.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.workspace import Workspace
+
+DEFAULT_RECALL_MS = (50, 200, 500, 1000, 2000)
+
+
+def flat_index(vectors: np.ndarray):
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def seen_items(ws: Workspace) -> dict[int, np.ndarray]:
+    """Every item of each user's training rows (any weight: a low-rated purchase is still 'seen')."""
+    seen: dict[int, set[int]] = defaultdict(set)
+    for x in ws.train:
+        seen[x.user_idx].add(x.item_idx)
+    return {u: np.fromiter(s, dtype=np.int64, count=len(s)) for u, s in seen.items()}
+
+
+def _filter_rows(ids: np.ndarray, scores: np.ndarray, seen: Sequence[np.ndarray], m: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    out_ids = np.full((len(ids), m), -1, dtype=np.int64)
+    out_scores = np.full((len(ids), m), -np.inf, dtype=np.float32)
+    for r in range(len(ids)):
+        keep = ids[r] >= 0
+        if len(seen[r]):
+            keep &= ~np.isin(ids[r], seen[r])
+        row_ids, row_scores = ids[r][keep][:m], scores[r][keep][:m]
+        out_ids[r, :len(row_ids)] = row_ids
+        out_scores[r, :len(row_ids)] = row_scores
+    return out_ids, out_scores
+
+
+def search_filtered(index, queries: np.ndarray, seen: Sequence[np.ndarray], m: int, batch: int = 1024
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``m`` per query row after removing that row's ``seen`` items; -1 / -inf pad short rows."""
+    n_items = index.ntotal
+    ids_out = np.full((len(queries), m), -1, dtype=np.int64)
+    scores_out = np.full((len(queries), m), -np.inf, dtype=np.float32)
+    for start in range(0, len(queries), batch):
+        q = np.ascontiguousarray(queries[start:start + batch], dtype=np.float32)
+        s = seen[start:start + batch]
+        k = min(n_items, m + max((len(x) for x in s), default=0))
+        if k == 0:
+            continue
+        scores, ids = index.search(q, k)
+        ids_out[start:start + len(q)], scores_out[start:start + len(q)] = _filter_rows(ids, scores, s, m)
+    return ids_out, scores_out
+
+
+@dataclass
+class CandidateIndex:
+    """Two-Tower vectors + FAISS index + training seen-sets: everything a candidate query needs."""
+
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    seen: dict[int, np.ndarray]
+    index: object = None
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = flat_index(self.item_vectors)
+        self._empty = np.zeros(0, dtype=np.int64)
+        self._has_vector = np.linalg.norm(self.user_vectors, axis=1) > 0
+
+    @classmethod
+    def load(cls, ws: Workspace, settings=None) -> CandidateIndex:
+        from retrieval import build
+
+        if settings is not None:
+            build.check_current(ws, settings, "index")
+        users, items = build.load_tower_vectors(ws)
+        return cls(users, items, seen_items(ws), build.load_faiss_index(ws, items))
+
+    def search(self, user_idxs: Iterable[int], m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores), each ``[len(users), m]``; users without a vector (no training history) get -1 rows."""
+        users = np.asarray(list(user_idxs), dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= len(self.user_vectors)):
+            raise IndexError(f"user index out of range 0..{len(self.user_vectors) - 1}")
+        ids = np.full((len(users), m), -1, dtype=np.int64)
+        scores = np.full((len(users), m), -np.inf, dtype=np.float32)
+        rows = np.flatnonzero(self._has_vector[users]) if len(users) else np.zeros(0, dtype=np.int64)
+        if len(rows):
+            got_ids, got_scores = search_filtered(self.index, self.user_vectors[users[rows]],
+                                                  [self.seen.get(int(u), self._empty) for u in users[rows]], m)
+            ids[rows], scores[rows] = got_ids, got_scores
+        return ids, scores
+
+
+def candidates(ws: Workspace, user_idxs: Iterable[int], m: int, settings=None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``m`` unseen Two-Tower candidates for each user: (item ids, scores), padded with -1 / -inf."""
+    return CandidateIndex.load(ws, settings).search(user_idxs, m)
+
+
+# ---- candidate recall@M ---------------------------------------------------------------------------------
+
+Retriever = Callable[[np.ndarray, list[np.ndarray], int], np.ndarray]  # (users, seen, m) -> ids [n, m]
+
+
+def popularity_retriever(train_counts: np.ndarray) -> Retriever:
+    """Most popular training items (by training positives), seen-filtered: the no-personalisation floor."""
+    order = np.argsort(-train_counts, kind="stable")
+
+    def run(users: np.ndarray, seen: list[np.ndarray], m: int) -> np.ndarray:
+        out = np.full((len(users), m), -1, dtype=np.int64)
+        for r, s in enumerate(seen):
+            head = order[:m + len(s)]
+            head = head[~np.isin(head, s)][:m] if len(s) else head[:m]
+            out[r, :len(head)] = head
+        return out
+    return run
+
+
+def vector_retriever(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Retriever:
+    """Inner-product retrieval over any pair of user/item vector tables (Two-Tower, or MiniLM content)."""
+    index = flat_index(item_vectors)
+
+    def run(users: np.ndarray, seen: list[np.ndarray], m: int) -> np.ndarray:
+        return search_filtered(index, user_vectors[users], seen, m)[0]
+    return run
+
+
+@dataclass(frozen=True)
+class RecallTarget:
+    users: np.ndarray              # evaluated users (training history and >= 1 unseen test positive)
+    items: list[np.ndarray]        # their unseen test positives
+    cold: list[np.ndarray]         # per item: True when it is a strict cold item
+    n_cold: int
+    n_warm: int
+    skipped_seen: int              # test positives already in the user's training rows (cannot be candidates)
+    skipped_no_history: int        # test positives of users without training positives
+
+
+def recall_targets(ws: Workspace, seen: dict[int, np.ndarray]) -> RecallTarget:
+    history = {u for u, seq in ws.sequences.items() if seq}
+    cold_items = ws.cold_items
+    seen_sets = {u: set(arr.tolist()) for u, arr in seen.items()}
+    per_user: dict[int, list[int]] = defaultdict(list)
+    skipped_seen = skipped_hist = 0
+    for x in ws.test:
+        if x.weight <= 0:
+            continue
+        if x.user_idx not in history:
+            skipped_hist += 1
+        elif x.item_idx in seen_sets.get(x.user_idx, ()):
+            skipped_seen += 1
+        elif x.item_idx not in per_user[x.user_idx]:
+            per_user[x.user_idx].append(x.item_idx)
+    users = np.array(sorted(per_user), dtype=np.int64)
+    items = [np.array(per_user[u], dtype=np.int64) for u in users]
+    cold = [np.array([i in cold_items for i in its], dtype=bool) for its in items]
+    n_cold = int(sum(c.sum() for c in cold))
+    n_warm = int(sum(len(c) for c in cold)) - n_cold
+    return RecallTarget(users, items, cold, n_cold, n_warm, skipped_seen, skipped_hist)
+
+
+def recall_at(retriever: Retriever, target: RecallTarget, seen: dict[int, np.ndarray], ms: Sequence[int],
+              batch: int = 1024) -> dict[str, list[float | None]]:
+    """Share of cold / warm / all test positives that land in the user's top-M, for each M in ``ms``."""
+    m_max = max(ms)
+    empty = np.zeros(0, dtype=np.int64)
+    ranks_cold: list[int] = []
+    ranks_warm: list[int] = []
+    for start in range(0, len(target.users), batch):
+        users = target.users[start:start + batch]
+        ids = retriever(users, [seen.get(int(u), empty) for u in users], m_max)
+        for r in range(len(users)):
+            pos = {int(item): rank for rank, item in enumerate(ids[r]) if item >= 0}
+            for item, is_cold in zip(target.items[start + r], target.cold[start + r]):
+                (ranks_cold if is_cold else ranks_warm).append(pos.get(int(item), m_max))
+    rc, rw = np.array(ranks_cold), np.array(ranks_warm)
+    ra = np.concatenate([rc, rw])
+
+    def share(ranks: np.ndarray, m: int) -> float | None:
+        return float((ranks < m).mean()) if len(ranks) else None  # None: no such test positives
+
+    return {"cold": [share(rc, m) for m in ms], "warm": [share(rw, m) for m in ms],
+            "all": [share(ra, m) for m in ms]}
+
+
+def candidate_recall(ws: Workspace, settings, ms: Sequence[int] = DEFAULT_RECALL_MS) -> dict:
+    """Recall@M of Two-Tower candidates beside popularity and content-only (MiniLM) baselines.
+
+    Writes ``retrieval/recall.json``. Reads the test split: evaluation only, never used to build anything.
+    """
+    import json
+    import time
+
+    from retrieval import build
+
+    build.check_current(ws, settings, "index")
+    ms = sorted({int(m) for m in ms})
+    seen = seen_items(ws)
+    target = recall_targets(ws, seen)
+    users_tt, items_tt = build.load_tower_vectors(ws)
+    item_content = build.load_array(ws, "content", "item_content.npy")
+    user_content = build.load_array(ws, "content", "user_content.npy")
+    counts = np.zeros(len(items_tt), dtype=np.int64)
+    for x in ws.train:
+        if x.weight > 0:
+            counts[x.item_idx] += 1
+    retrievers = {
+        "two_tower": vector_retriever(users_tt, items_tt),
+        "popularity": popularity_retriever(counts),
+        "content": vector_retriever(user_content, item_content),
+    }
+    results = {}
+    for name, retriever in retrievers.items():
+        started = time.perf_counter()
+        results[name] = recall_at(retriever, target, seen, ms)
+        results[name]["seconds"] = round(time.perf_counter() - started, 3)
+    report = {
+        "dataset": ws.name, "ms": ms, "users": len(target.users),
+        "test_positives": {"cold": target.n_cold, "warm": target.n_warm,
+                           "skipped_seen_in_train": target.skipped_seen,
+                           "skipped_user_without_history": target.skipped_no_history},
+        "retrievers": results,
+    }
+    out = ws.retrieval / "recall.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report

@@ -807,6 +807,17 @@ class Store:
                 call_keys=list(row.call_keys), used_fallback=bool(row.used_fallback),
                 invalid_count=row.invalid_count, created_at=_utc(row.created_at)) for row in rows}
 
+    def stage_summary(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Per stage: how many answers were stored, how many fell back, how many invented ids were dropped."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(stage_results.c.stage, sa.func.count(),
+                          sa.func.sum(sa.cast(stage_results.c.used_fallback, sa.Integer)),
+                          sa.func.sum(stage_results.c.invalid_count))
+                .where(stage_results.c.run_id == run_id).group_by(stage_results.c.stage))
+            return {stage: {"answers": int(n), "fallbacks": int(fb or 0), "invalid_ids": int(inv or 0)}
+                    for stage, n, fb, inv in rows}
+
     # -- labels --
     def save_labels(self, run_id: str, user_idx: int, edges_: Iterable[Edge | Mapping],
                     triplets_: Iterable[Triplet | Mapping]) -> None:

@@ -294,6 +294,10 @@ def test_save_stage_upserts_and_loads(store):
     assert (face.output, face.used_fallback, face.invalid_count) == ({"ids": [3, 4]}, True, 2)
     assert count(store, stage_results) == 3
     assert store.load_stages(run.id, 1) == {}
+    store.save_stage(run.id, 1, "items", {"ids": [1]}, part="x", used_fallback=True, invalid_count=1)
+    assert store.stage_summary(run.id) == {
+        "profile": {"answers": 1, "fallbacks": 0, "invalid_ids": 0},
+        "items": {"answers": 3, "fallbacks": 2, "invalid_ids": 3}}
 
 
 def test_save_stage_rejects_bad_input(store):

@@ -1,0 +1,231 @@
+"""A labeling run as a report a person reads: Markdown (+ the same as HTML) with a few plots.
+
+What it answers, in order: did the run finish and what did it cost; how often did each stage need its
+retry or fallback; what signal did it produce (edges, triplets, and how much of it lands on items that have
+no training interactions — the point of the exercise); and, as *evaluation only*, how the labels compare
+with the held-out test interactions and, for synthetic data, with the planted tastes — beside what the
+Two-Tower alone would have picked for the same users.
+"""
+from __future__ import annotations
+
+import gzip
+import html
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from labeler.store import STAGES, Store
+from retrieval.workspace import Workspace
+
+PLOTS = ("stages.png", "weights.png", "coverage.png")
+
+
+@dataclass
+class LabelEval:
+    """Agreement of a set of (user, item) picks with held-out signals."""
+    picks: int
+    test_hits: int
+    taste_hits: int | None  # None when the dataset has no truth file
+
+    def rate(self, hits: int | None) -> str:
+        return "—" if hits is None or not self.picks else f"{100 * hits / self.picks:.1f}%"
+
+
+def _truth(ws: Workspace) -> dict | None:
+    path = ws.truth / "truth.json.gz"
+    if not path.exists():
+        return None
+    with gzip.open(path, "rt") as fh:
+        return json.load(fh)
+
+
+def _evaluate(ws: Workspace, picks: dict[int, list[int]], truth: dict | None) -> LabelEval:
+    test_pos = {(x.user_idx, x.item_idx) for x in ws.test if x.weight > 0}
+    user_ids = {i: u for u, i in ws.mappings["user2idx"].items()}
+    n = hits = taste = 0
+    for user, items in picks.items():
+        leaves = {tuple(p) for p in (truth["users"].get(user_ids[user], {}).get("leaves", []))} if truth else set()
+        for item in items:
+            n += 1
+            hits += (user, item) in test_pos
+            if truth:
+                taste += tuple(truth["items"].get(ws.items[item].asin, {}).get("leaf", ())) in leaves
+    return LabelEval(n, hits, taste if truth else None)
+
+
+def _two_tower_picks(ws: Workspace, settings, per_user: dict[int, int]) -> dict[int, list[int]]:
+    """The Two-Tower's own top-n for each labeled user (n = that user's number of edges): the baseline."""
+    from retrieval.index import CandidateIndex
+
+    index = CandidateIndex.load(ws, settings)
+    users = sorted(per_user)
+    if not users:
+        return {}
+    ids, _ = index.search(users, max(per_user.values()))
+    return {u: [i for i in row.tolist() if i >= 0][: per_user[u]] for u, row in zip(users, ids)}
+
+
+def _plots(out: Path, stages: dict, weights: list[float], fallback_weights: list[float],
+           new_share: tuple[float, float]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s for s in STAGES if s in stages]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    rates = [100 * stages[s]["fallbacks"] / max(stages[s]["answers"], 1) for s in names]
+    bars = ax.bar(names, rates, color="#c0504d")
+    ax.bar_label(bars, fmt="%.0f%%")
+    ax.set_ylabel("answers that fell back (%)")
+    ax.set_ylim(0, max(rates + [10]) * 1.2)
+    ax.set_title("Fallback rate per stage")
+    fig.tight_layout()
+    fig.savefig(out / "stages.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist([weights, fallback_weights], bins=10, range=(0, 1), stacked=True,
+            label=["from the LLM ranking", "from a fallback"], color=["#4f81bd", "#bbbbbb"])
+    ax.set_xlabel("pseudo-edge weight (score / score_scale)")
+    ax.set_ylabel("edges")
+    ax.legend()
+    ax.set_title("Pseudo-edge weights")
+    fig.tight_layout()
+    fig.savefig(out / "weights.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    catalog, edges = new_share
+    bars = ax.barh(["catalog", "labeled edges"], [100 * catalog, 100 * edges], color=["#bbbbbb", "#9bbb59"])
+    ax.bar_label(bars, fmt="%.1f%%")
+    ax.set_xlabel("share on items with no training interactions (%)")
+    ax.set_title("Signal for new items")
+    fig.tight_layout()
+    fig.savefig(out / "coverage.png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
+    """Write ``report.md``, ``report.html`` and the plots into ``out``; returns the Markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    run = store.get_run(run_id)
+    ws = Workspace.of(settings.data.root, run.dataset)
+    progress = store.run_progress(run_id)
+    stages = store.stage_summary(run_id)
+    edges = list(store.export_edges(run_id))
+    triplets = list(store.export_triplets(run_id))
+    train_items = {x.item_idx for x in ws.train}
+    new_items = set(range(len(ws.items))) - train_items
+    per_user: dict[int, list[int]] = defaultdict(list)
+    for e in edges:
+        per_user[e.user_idx].append(e.item_idx)
+    on_new = sum(e.item_idx in new_items for e in edges)
+    new_share = (len(new_items) / max(len(ws.items), 1), on_new / max(len(edges), 1))
+    _plots(out, stages, [e.weight for e in edges if not e.from_fallback],
+           [e.weight for e in edges if e.from_fallback], new_share)
+
+    truth = _truth(ws)
+    llm_eval = _evaluate(ws, per_user, truth)
+    tt_eval = _evaluate(ws, _two_tower_picks(ws, settings, {u: len(v) for u, v in per_user.items()}), truth)
+    t = progress.totals
+    calls = t.llm_calls + t.cache_hits
+    lines = [
+        f"# Labeling run `{run.id}` on `{run.dataset}`",
+        "",
+        f"Endpoint `{run.endpoint}` · model `{run.model}` · prompt version `{run.prompt_version}` · "
+        f"status **{run.status}**",
+        "",
+        "## Progress and cost",
+        "",
+        "| users | done | failed | dead | pending/running | LLM calls | cache hits | prompt tokens | completion tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {progress.total} | {progress.done} | {progress.by_status['failed']} | {progress.by_status['dead']} | "
+        f"{progress.by_status['pending'] + progress.by_status['running']} | {t.llm_calls} | {t.cache_hits} | "
+        f"{t.prompt_tokens:,} | {t.completion_tokens:,} |",
+        "",
+        "## Stages",
+        "",
+        "| stage | answers | fell back | invented ids dropped |",
+        "|---|---|---|---|",
+        *[f"| {s} | {stages[s]['answers']} | {stages[s]['fallbacks']} "
+          f"({100 * stages[s]['fallbacks'] / max(stages[s]['answers'], 1):.0f}%) | {stages[s]['invalid_ids']} |"
+          for s in STAGES if s in stages],
+        "",
+        f"Invented ids per call: {sum(v['invalid_ids'] for v in stages.values()) / max(calls, 1):.2f}.",
+        "",
+        "![fallback rate per stage](stages.png)",
+        "",
+        "## Labels",
+        "",
+        f"- **{len(edges)} pseudo edges** for {len(per_user)} users "
+        f"({len(edges) / max(len(per_user), 1):.1f} per user; "
+        f"{sum(e.from_fallback for e in edges)} from fallbacks, kept at a small weight)",
+        f"- **{len(triplets)} triplets** ({len(triplets) / max(progress.done, 1):.1f} per labeled user)",
+        f"- **{100 * new_share[1]:.1f}% of edges land on items with no training interactions** "
+        f"({len({e.item_idx for e in edges} & new_items)} distinct new items), against "
+        f"{100 * new_share[0]:.1f}% of the catalog",
+        "",
+        "![edge weights](weights.png)",
+        "",
+        "![signal for new items](coverage.png)",
+        "",
+        "## Evaluation only (held-out data; never read by the labeler)",
+        "",
+        "Each labeled user's edges beside the Two-Tower's own top picks, the same number per user:",
+        "",
+        "| picks | count | in the user's test interactions | in the user's planted taste leaves |",
+        "|---|---|---|---|",
+        f"| LLM edges | {llm_eval.picks} | {llm_eval.rate(llm_eval.test_hits)} | {llm_eval.rate(llm_eval.taste_hits)} |",
+        f"| Two-Tower top-n | {tt_eval.picks} | {tt_eval.rate(tt_eval.test_hits)} | {tt_eval.rate(tt_eval.taste_hits)} |",
+        "",
+        "(Planted tastes exist only for synthetic datasets. A small model such as SmolLM2-135M is not expected "
+        "to beat the retriever; the table is how you find out whether yours does.)",
+    ]
+    md = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(_html(md, run.id))
+    return out / "report.md"
+
+
+def _html(md: str, title: str) -> str:
+    """A dependency-free rendering: headings, tables, lists, images; enough for a browser."""
+    body, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            body.append(f'<img alt="{html.escape(alt)}" src="{html.escape(src.rstrip(")"))}">')
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:52em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.3em .6em}img{max-width:100%}")
+    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}</style>\n"
+            + "\n".join(body) + "\n")
+
+
+def _inline(text: str) -> str:
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

@@ -29,10 +29,13 @@ def _root(
     ctx.obj = {"config": config, "overrides": list(set_)}
 
 
-def settings_from(ctx: typer.Context, extra: list[str] | None = None) -> Settings:
-    """Settings for a command: root --config/--set, then the command's own flags (``extra``)."""
+def settings_from(ctx: typer.Context, extra: list[str] | None = None,
+                  command_defaults: list[str] | None = None) -> Settings:
+    """Settings for a command: root --config/--set, then the command's own flags (``extra``);
+    ``command_defaults`` sit under the config file, env vars and flags."""
     root = ctx.find_root().obj or {}
-    return load_settings(root.get("config"), [*root.get("overrides", []), *(extra or [])])
+    return load_settings(root.get("config"), [*root.get("overrides", []), *(extra or [])],
+                         command_defaults=command_defaults)
 
 
 def _register() -> None:

@@ -243,10 +243,18 @@ def load_settings(
     config_path: str | Path | None = None,
     overrides: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    command_defaults: list[str] | None = None,
 ) -> Settings:
-    """Build the settings: defaults → file → env → ``section.key=value`` overrides."""
+    """Build the settings: defaults → command defaults → file → env → ``section.key=value`` overrides.
+
+    ``command_defaults`` are a command's own starting values (the demo's small caps): anything the user
+    sets in a file, env var or flag wins over them.
+    """
     environ = os.environ if environ is None else environ
     tree = _read_toml(DEFAULTS_PATH)
+    for item in command_defaults or []:
+        dotted, raw = item.split("=", 1)
+        _assign(tree, dotted.strip(), _parse_scalar(raw.strip()), "command default")
     config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
         tree = _deep_merge(tree, _read_toml(Path(config_path)))

@@ -74,3 +74,16 @@ def test_api_key_comes_from_env_only(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     assert s.endpoint("openai").api_key() == "sk-secret"
     assert "sk-secret" not in s.model_dump_json()
+
+
+def test_command_defaults_sit_under_file_env_and_flags(tmp_path):
+    demo = ["labeler.top_k_subcategories=3", "labeler.max_candidates_per_subcategory=20"]
+    s = load_settings(environ={}, command_defaults=demo)
+    assert (s.labeler.top_k_subcategories, s.labeler.max_candidates_per_subcategory) == (3, 20)
+    s = load_settings(environ={"COLDLABEL_LABELER__TOP_K_SUBCATEGORIES": "5"}, command_defaults=demo)
+    assert s.labeler.top_k_subcategories == 5
+    s = load_settings(None, ["labeler.max_candidates_per_subcategory=40"], environ={}, command_defaults=demo)
+    assert s.labeler.max_candidates_per_subcategory == 40
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[labeler]\ntop_k_subcategories = 8\n")
+    assert load_settings(cfg, environ={}, command_defaults=demo).labeler.top_k_subcategories == 8

@@ -1,0 +1,200 @@
+"""A run's life: start, status, resume, cancel, export. Plain functions over the Store.
+
+A run is one labeling job: a dataset, a frozen configuration, the users to label, and an endpoint (which may
+change during the run: every switch is logged in the run). Its state is rows in SQL, never the queue: the
+queue only says "look at user U of run R", so a lost or duplicated message costs at most a lookup.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from coldlabel.config import ConfigError, Settings
+from retrieval.workspace import Workspace, WorkspaceError
+
+
+class RunError(RuntimeError):
+    """A run-level problem the user can act on (the message says what to do)."""
+
+
+# ---- dataset facts (read without loading the candidate space) -----------------------------------
+
+def dataset_fingerprint(settings: Settings, dataset: str) -> str:
+    """Hash of processed/manifest.json: which inputs and settings produced the data this run labels."""
+    path = Workspace.of(settings.data.root, dataset).processed / "manifest.json"
+    if not path.exists():
+        raise WorkspaceError(f"{path} is missing; run `coldlabel data prepare --dataset {dataset}` first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def dataset_users(settings: Settings, dataset: str, limit: int | None = None) -> list[tuple[int, str]]:
+    """(user_idx, user_id) of the users with a training history, by index (``CandidateSpace.users()``),
+    the first ``limit`` of them."""
+    ws = Workspace.of(settings.data.root, dataset)
+    ids = {idx: uid for uid, idx in ws.mappings["user2idx"].items()}
+    users = sorted(u for u, seq in ws.sequences.items() if seq)
+    if limit is not None:
+        users = users[:limit]
+    return [(u, ids[u]) for u in users]
+
+
+def prompt_version(settings: Settings) -> str:
+    try:
+        from labeler.prompts import version_tag
+    except ImportError:
+        return settings.labeler.prompt_version
+    return version_tag(settings.labeler.prompt_version)
+
+
+# ---- lifecycle ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Enqueued:
+    run_id: str
+    users: list[int]
+    takeover: list[int]  # users found 'running': their old owner is presumed gone
+
+
+def start_run(store, settings: Settings, dataset: str, *, users: int | None = None,
+              endpoint: str | None = None, name: str = "", run_id: str | None = None):
+    """Create a run (config, model, prompt version, dataset fingerprint) and register its users."""
+    endpoint = endpoint or settings.labeler.endpoint
+    ep = settings.endpoint(endpoint)  # ConfigError naming the known endpoints
+    fingerprint = dataset_fingerprint(settings, dataset)
+    chosen = dataset_users(settings, dataset, users)
+    if not chosen:
+        raise RunError(f"dataset {dataset!r} has no user with a training history to label")
+    config = settings.model_dump(exclude={"endpoints", "store", "workers"})
+    config["labeler"]["endpoint"] = endpoint
+    config["endpoint"] = ep.model_dump()  # url, model, dialect, limits; the key's env var name only
+    run = store.create_run(dataset=dataset, endpoint=endpoint, model=ep.model, prompt_version=prompt_version(settings),
+                           config=config, name=name, dataset_fingerprint=fingerprint, run_id=run_id)
+    store.add_users(run.id, chosen)
+    return run
+
+
+def prepare_resume(store, settings: Settings, run_id: str, *, endpoint: str | None = None,
+                   retry_dead: bool = True) -> Enqueued:
+    """Make the run active again (switching endpoint if asked) and list the users still to label."""
+    run = store.get_run(run_id)
+    if endpoint and endpoint != run.endpoint:
+        ep = settings.endpoint(endpoint)
+        store.record_endpoint_switch(run_id, endpoint, ep.model, reason="label resume --endpoint")
+    if run.status != "active":
+        store.set_run_status(run_id, "active")
+    by_status = store.users_by_status(run_id)
+    if retry_dead:
+        for user_idx in by_status["dead"]:  # back to claimable ('failed'), the last error kept for status
+            store.fail_user(run_id, user_idx, store.get_user(run_id, user_idx).last_error or "dead-lettered",
+                            dead=False)
+    todo = store.incomplete_users(run_id, include_dead=retry_dead)
+    running = set(by_status["running"])
+    enq = Enqueued(run_id, todo, [u for u in todo if u in running])
+    if not todo:
+        store.set_run_status(run_id, "done")
+    return enq
+
+
+def cancel_run(store, run_id: str) -> None:
+    """Tasks of a cancelled run return without an LLM call (their claim fails); resume re-activates it."""
+    store.get_run(run_id)
+    store.set_run_status(run_id, "cancelled")
+
+
+def enqueue(settings: Settings, run_id: str, users: list[int], takeover: list[int] = ()) -> int:
+    """One Celery message per user, sent over one producer connection."""
+    from workers.app import configure
+    from workers.tasks import label_user_task, task_id
+
+    if not settings.workers.broker_url:
+        raise ConfigError("workers.broker_url is empty: there is no queue; use --inline or set the broker URL")
+    app = configure(settings)
+    takeover = set(takeover)
+    with app.producer_or_acquire() as producer:
+        for user_idx in users:
+            label_user_task.apply_async((run_id, user_idx), {"takeover": user_idx in takeover},
+                                        task_id=task_id(run_id, user_idx), producer=producer)
+    return len(users)
+
+
+# ---- status ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStatus:
+    run: object          # labeler.store.Run
+    progress: object     # labeler.store.RunProgress
+    stages: int          # stage results stored
+    fallback_stages: int
+    errors: list[tuple[int, str, str]]  # (user_idx, status, last_error) of failed/dead users, a few
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.progress.by_status
+
+    @property
+    def fallback_rate(self) -> float | None:
+        return self.fallback_stages / self.stages if self.stages else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        p = self.progress
+        if not (p.first_started_at and p.last_finished_at) or p.last_finished_at <= p.first_started_at:
+            return None
+        seconds = (p.last_finished_at - p.first_started_at).total_seconds()
+        return (p.totals.prompt_tokens + p.totals.completion_tokens) / seconds
+
+
+def run_status(store, run_id: str, max_errors: int = 5) -> RunStatus:
+    import sqlalchemy as sa
+
+    from labeler.store import run_users, stage_results
+
+    run = store.get_run(run_id)
+    progress = store.run_progress(run_id)
+    with store.engine.connect() as conn:
+        stages, fallbacks = conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.cast(stage_results.c.used_fallback, sa.Integer)), 0))
+            .where(stage_results.c.run_id == run_id)).one()
+        errors = conn.execute(
+            sa.select(run_users.c.user_idx, run_users.c.status, run_users.c.last_error)
+            .where(run_users.c.run_id == run_id, run_users.c.status.in_(("failed", "dead")))
+            .order_by(run_users.c.user_idx).limit(max_errors)).all()
+    return RunStatus(run, progress, int(stages), int(fallbacks), [tuple(e) for e in errors])
+
+
+# ---- export ---------------------------------------------------------------------------------------
+
+EDGE_COLUMNS = ("user", "user_idx", "item", "item_idx", "weight", "score", "subcategory", "from_fallback")
+TRIPLET_COLUMNS = ("user", "user_idx", "pos_item", "pos_idx", "neg_item", "neg_idx", "weight", "from_fallback")
+
+
+def export_run(store, run_id: str, out_dir: Path) -> dict[str, int]:
+    """Write edges.tsv, triplets.tsv and run.json (the run's record) under ``out_dir``; returns row counts."""
+    run = store.get_run(run_id)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"edges": 0, "triplets": 0}
+    with open(out_dir / "edges.tsv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(EDGE_COLUMNS)
+        for e in store.export_edges(run_id):
+            writer.writerow((e.user_id, e.user_idx, e.item_id, e.item_idx, f"{e.weight:.6g}",
+                             "" if e.score is None else f"{e.score:.6g}", e.subcategory, int(e.from_fallback)))
+            counts["edges"] += 1
+    with open(out_dir / "triplets.tsv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(TRIPLET_COLUMNS)
+        for t in store.export_triplets(run_id):
+            writer.writerow((t.user_id, t.user_idx, t.pos_id, t.pos_idx, t.neg_id, t.neg_idx, f"{t.weight:.6g}",
+                             int(t.from_fallback)))
+            counts["triplets"] += 1
+    progress = store.run_progress(run_id)
+    record = {"id": run.id, "name": run.name, "dataset": run.dataset, "dataset_fingerprint": run.dataset_fingerprint,
+              "endpoint": run.endpoint, "model": run.model, "prompt_version": run.prompt_version,
+              "status": run.status, "endpoint_switches": run.endpoint_switches, "users": progress.by_status,
+              "config": run.config, **counts}
+    (out_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))
+    return counts

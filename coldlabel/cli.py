@@ -50,8 +50,9 @@ def _register() -> None:
         from workers.cli import label_app, llm_app, worker_command
     except ImportError:  # pragma: no cover - only while the package is being assembled
         return
-    from labeler.cli import label_user_command
+    from labeler.cli import label_user_command, report_command
     label_app.command("user", help="Label one user in the foreground; print every stage.")(label_user_command)
+    label_app.command("report", help="Markdown + HTML report of a run, with plots.")(report_command)
     app.add_typer(label_app, name="label", help="Label users with the five-stage LLM pipeline.")
     app.add_typer(llm_app, name="llm", help="Start or check LLM endpoints.")
     app.command("worker", help="Start a Celery worker that labels users from the queue.")(worker_command)

@@ -115,3 +115,24 @@ def show_outcome(outcome) -> None:
     c = outcome.counters
     console.print(f"calls: {c.llm_calls} new, {c.cache_hits} cached · tokens {c.prompt_tokens}+{c.completion_tokens}"
                   f" · fallbacks {c.fallbacks} · invalid ids dropped {c.invalid_ids}")
+
+
+def report_command(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="Run id."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory (default <data.root>/<dataset>/reports/<run>)."),
+) -> None:
+    """Write a Markdown + HTML report of a run, with plots."""
+    from labeler.report import write_report
+    from labeler.store import RunNotFound, Store
+
+    settings = settings_from(ctx)
+    store = Store(settings.store_url())
+    try:
+        run = store.get_run(run_id)
+    except RunNotFound as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)
+    out = out or Path(settings.data.root) / run.dataset / "reports" / run_id
+    path = write_report(store, run_id, settings, out)
+    console.print(f"report: {path} (and report.html beside it)")

@@ -29,25 +29,12 @@ def _int_list(text: str, what: str) -> list[int]:
     return values
 
 
-@retrieval_app.command("build")
-def build_command(
-    ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
-    force: bool = typer.Option(False, "--force", help="Rebuild every stage (the encoder cache is still used)."),
-) -> None:
-    """MiniLM content vectors -> Two-Tower -> FAISS index -> leaves (cached per stage)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+def build_with_progress(ws: Workspace, settings, force: bool = False) -> None:
+    """``retrieval.build.build`` with progress bars and a one-line summary (also used by ``coldlabel demo``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from retrieval.build import build
-    from retrieval.encoder import EncoderError
 
-    ws, settings = _workspace(ctx, dataset)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[note]}"), console=console) as bar:
         tasks: dict[str, int] = {}
@@ -68,16 +55,29 @@ def build_command(
                 # cached and duplicate texts are not encoded: show the stage as complete anyway
                 bar.update(tasks["content"], completed=tasks["content_total"], note="(cache used)")
 
-        try:
-            results = build(ws, settings, force=force, hook=hook)
-        except (WorkspaceError, EncoderError, ValueError) as exc:
-            console.print(f"[red]build failed:[/] {exc}")
-            raise typer.Exit(1)
+        results = build(ws, settings, force=force, hook=hook)
     facts = {r.stage: r.facts for r in results}
     tt, lv = facts["two_tower"], facts["leaves"]
-    console.print(f"[green]{dataset}: retrieval artefacts ready[/] in {ws.retrieval} · "
+    console.print(f"[green]{ws.name}: retrieval artefacts ready[/] in {ws.retrieval} · "
                   f"{tt['n_items']:,} items × {tt['dim']}d · final loss {tt['final_loss']:.4f} · "
                   f"{lv['n_leaves']:,} leaves (largest {lv['max_leaf']})")
+
+
+@retrieval_app.command("build")
+def build_command(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
+    force: bool = typer.Option(False, "--force", help="Rebuild every stage (the encoder cache is still used)."),
+) -> None:
+    """MiniLM content vectors -> Two-Tower -> FAISS index -> leaves (cached per stage)."""
+    from retrieval.encoder import EncoderError
+
+    ws, settings = _workspace(ctx, dataset)
+    try:
+        build_with_progress(ws, settings, force=force)
+    except (WorkspaceError, EncoderError, ValueError) as exc:
+        console.print(f"[red]build failed:[/] {exc}")
+        raise typer.Exit(1)
 
 
 @retrieval_app.command("candidates")

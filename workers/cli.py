@@ -81,7 +81,7 @@ def _dispatch(settings: Settings, store, run_id: str, users: list[int], takeover
         console.print(f"run [bold]{run_id}[/]: nothing to label (every user is done)")
         return
     if inline or not settings.workers.broker_url:
-        _run_inline(settings, store, run_id, users)
+        run_inline_with_progress(settings, store, run_id, users)
         return
     from workers.runs import enqueue
 
@@ -94,7 +94,7 @@ def _dispatch(settings: Settings, store, run_id: str, users: list[int], takeover
                   f"watch with `coldlabel label status {run_id} --watch`")
 
 
-def _run_inline(settings: Settings, store, run_id: str, users: list[int]) -> None:
+def run_inline_with_progress(settings: Settings, store, run_id: str, users: list[int]) -> None:
     from labeler.cli import local_endpoint
     from workers.inline import run_inline
     from workers.tasks import run_settings

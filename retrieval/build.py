@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.workspace import Workspace, WorkspaceError
+from retrieval.workspace import Workspace, WorkspaceError, file_hash
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ def _build_hint(ws: Workspace) -> str:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def stage_config(settings, stage: str) -> dict:

@@ -7,7 +7,6 @@ re-run on unchanged inputs a no-op.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from coldlabel.config import DataSettings
 from retrieval.formats import LineProblems, Meta, Review, find_raw_files, read_meta, read_reviews
-from retrieval.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace
+from retrieval.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace, file_hash
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +104,6 @@ def compute_stats(train: list[tuple], test: list[tuple]) -> dict[str, float]:
     return dict(zip(TABLE_ROWS, values))
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -124,7 +115,7 @@ def _manifest(ws: Workspace, cfg: DataSettings) -> dict:
     return {
         "version": PREPARE_VERSION,
         "edition": files.edition,
-        "inputs": {p.name: _file_hash(p) for p in (files.reviews, files.meta)},
+        "inputs": {p.name: file_hash(p) for p in (files.reviews, files.meta)},
         "settings": cfg.model_dump(exclude={"root"}),
     }
 

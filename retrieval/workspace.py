@@ -23,6 +23,7 @@ different categories stay distinct; ``subcategory_name`` gives the short form sh
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -65,6 +66,15 @@ class Item:
     def text(self) -> str:
         """The compact ``title | category path`` form used for encoding, prompts and candidate display."""
         return f"{self.title} | {self.category_text}" if self.category_path else self.title
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, streamed: how every stage tells whether its inputs changed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def subcategory_name(subcategory_id: str, levels: tuple[int, int] = (3, 4)) -> str:

@@ -9,7 +9,6 @@ import asyncio
 import csv
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from labeler.fake_server import FakeLLMServer
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
@@ -38,12 +38,6 @@ max_task_retries = 1
 retry_backoff_s = 0
 inline_concurrency = 3
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +70,7 @@ def setup(data_root, tmp_path, fake):
     from labeler.store import Store
 
     other = FakeLLMServer(model="model-other").start()
-    dead_url = f"http://127.0.0.1:{_free_port()}/v1"
+    dead_url = f"http://127.0.0.1:{free_port()}/v1"
     cfg = tmp_path / "cfg.toml"
     text = CONFIG + f'[data]\nroot = "{data_root}"\n[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n'
     for name, url, model in (("fake", fake.base_url, "model-fake"), ("other", other.base_url, "model-other"),

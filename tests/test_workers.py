@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from labeler.fake_server import FakeLLMServer
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.services
 
@@ -47,12 +47,6 @@ max_task_retries = 1
 soft_shutdown_timeout_s = 2
 slot_lease_s = 3
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(path: Path, data_root: Path, endpoints: dict[str, str], *, concurrency: int = 4,
@@ -312,7 +306,7 @@ def test_resume_on_another_endpoint_calls_nothing_for_done_users(service, refere
 
 
 def test_unreachable_endpoint_is_a_clear_error_and_resume_finishes(service, reference):
-    dead_url = f"http://127.0.0.1:{_free_port()}/v1"
+    dead_url = f"http://127.0.0.1:{free_port()}/v1"
     good = service["server"](model="model-good")
     cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": dead_url, "good": good.base_url})
     env = service["env_for"](cfg)
@@ -337,7 +331,7 @@ def test_unreachable_endpoint_is_a_clear_error_and_resume_finishes(service, refe
 def test_redis_restart_mid_run_loses_nothing(service, reference, tmp_path):
     """A private Redis (no persistence) is shut down mid-run and started again: its queue is empty, the
     users' state in SQL is intact, and `label resume` completes the run."""
-    port = _free_port()
+    port = free_port()
     start_redis = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                    "--dir", str(tmp_path), "--daemonize", "yes", "--maxmemory-policy", "noeviction"]
     subprocess.run(start_redis, check=True, capture_output=True)
@@ -424,7 +418,7 @@ def test_real_llm_run_through_a_worker(service, tmp_path):
     2 CPU cores): the run completes with real token counts and labels for that user."""
     from labeler.local_server import start_local_server
 
-    port = _free_port()
+    port = free_port()
     with start_local_server(port, "smollm2-135m-instruct", tmp_path / "llm.log", n_ctx=4096) as llm:
         cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": llm.base_url}, concurrency=1,
                            visibility_timeout_s=900, dialect="llamacpp", model="smollm2-135m-instruct")

@@ -63,6 +63,16 @@ def _register() -> None:
     app.add_typer(train_app, name="train", help="SASRec with pseudo edges and triplets; E0-E3 report.")
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "fix your input or start a service", shown as one line instead of a traceback."""
+    from labeler.client import EndpointError
+    from labeler.local_server import LocalServerError
+    from labeler.store import StoreError
+    from retrieval.workspace import WorkspaceError
+
+    return EndpointError, LocalServerError, StoreError, WorkspaceError, FileNotFoundError
+
+
 def main() -> None:
     _register()
     try:
@@ -70,3 +80,6 @@ def main() -> None:
     except ConfigError as exc:
         typer.secho(f"config error: {exc}", fg="red", err=True)
         sys.exit(2)
+    except _user_errors() as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)

@@ -16,14 +16,14 @@ from retrieval.workspace import Workspace
 console = Console()
 
 # The demo's starting values (a file, env var or --set still wins): the packaged SmolLM2-135M on 2 CPU
-# cores answers a thesis-sized user (8 subcategories x 80 candidates) in 2-3 minutes; this is ~20-40 s.
+# cores answers a thesis-sized user (8 subcategories x 80 candidates) in 2-3 minutes; this is ~30-60 s.
+# Retrieval keeps the thesis settings, so later commands on the same workspace reuse its artefacts.
 DEMO_DEFAULTS = [
     "labeler.top_k_subcategories=3",
     "labeler.max_candidates_per_subcategory=20",
     "labeler.items_per_subcategory=3",
     "labeler.final_top_k=6",
     "labeler.history_items=10",
-    "retrieval.tt_epochs=20",
 ]
 
 

@@ -108,8 +108,11 @@ class _Tally:
         return UserCounters(**{k: (float(x) if k == "latency_ms" else int(x)) for k, x in v.items()})
 
 
-async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseResult | None, list[str], str, int]:
-    """Ask, parse, and (once) ask again when the answer is unusable. None when every try was unusable.
+async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseResult, list[str], str, int]:
+    """Ask, parse, and (once) ask again when the answer is unusable.
+
+    Returns (result, cache keys of the calls, why, HTTP calls made); ``result.usable`` is False when every
+    try was unusable, and the caller falls back.
 
     A retry is triggered only by the answer's form (no JSON, nothing allowed left, cut off by max_tokens),
     never by its content compared with any ground truth.

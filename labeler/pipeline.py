@@ -259,6 +259,7 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
     # Stage 4: items inside each chosen subcategory, all subcategories at once.
     async def items_of(sub: str) -> StageReport:
         cands = space.candidates[sub][: s.max_candidates_per_subcategory]
+        ctx.space.evidence.prefetch(c.item_idx for c in cands)  # one batched search for what is shown
         k = min(s.items_per_subcategory, len(cands))
         shown = _shown_order(list(cands), space.user_id, sub, s.shuffle_candidates)
         prompt = prompts.items_prompt(user, names.get(sub, sub), [_view(c) for c in shown], k,

@@ -11,9 +11,13 @@ test file and rebuilding).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from retrieval.workspace import Item, Workspace
+
+if TYPE_CHECKING:
+    from retrieval.evidence import Evidence
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,13 @@ class CandidateItem:
     category_path: tuple[str, ...]
     subcategory: str
     score: float
-    evidence: tuple[str, ...]
+    _evidence: "Evidence | None" = field(default=None, compare=False, repr=False)
+
+    @property
+    def evidence(self) -> tuple[str, ...]:
+        """Similar-item snippets, computed on first use: a user has ~2,000 candidates but a labeler shows
+        only the chosen subcategories' (prefetch those with ``CandidateSpace.evidence.prefetch``)."""
+        return self._evidence.for_item(self.item_idx) if self._evidence is not None else ()
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,6 @@ class CandidateSpace:
             bucket = grouped.setdefault(sub, [])
             if len(bucket) < lab.max_candidates_per_subcategory:
                 bucket.append((item, score))
-        self.evidence.prefetch(i for bucket in grouped.values() for i, _ in bucket)
 
         categories: list[str] = []
         subcategories: dict[str, list[str]] = {}
@@ -103,7 +112,7 @@ class CandidateSpace:
             subcategories[cat].append(sub)
             candidates[sub] = tuple(
                 CandidateItem(i, self.items[i].asin, self.items[i].title, self.items[i].category_path, sub,
-                              float(s), self.evidence.for_item(i)) for i, s in bucket)
+                              float(s), self.evidence) for i, s in bucket)
         return UserSpace(
             user_idx=user_idx,
             user_id=self.user_ids[user_idx],

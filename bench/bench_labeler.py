@@ -24,18 +24,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coldlabel.config import load_settings  # noqa: E402
+from coldlabel.store import Store  # noqa: E402
 from labeler import pipeline  # noqa: E402
-from labeler.store import Store  # noqa: E402
 
 STAGE_OF = {"profile": "profile", "categories": "categories", "subcategories": "subcategories",
             "asins": "items", "items": "rerank"}
 
 
 def ensure_dataset(root: Path, preset: str, settings) -> None:
-    from retrieval import synth
+    from coldlabel.data import synth
+    from coldlabel.data.prepare import prepare
+    from coldlabel.data.workspace import Workspace
     from retrieval.build import build
-    from retrieval.prepare import prepare
-    from retrieval.workspace import Workspace
 
     ws = Workspace.of(root, preset)
     if not ws.raw.exists():
@@ -79,7 +79,7 @@ def lcp(a: list[int], b: list[int]) -> int:
 def part_a(settings, dataset, users, tmp: Path) -> str:
     from llama_cpp import Llama
 
-    from labeler.fake_server import FakeLLMServer
+    from coldlabel_testing.fake_server import FakeLLMServer
     from labeler.local_server import gguf_path
 
     vocab = Llama(model_path=str(gguf_path()), vocab_only=True, verbose=False)
@@ -117,7 +117,7 @@ def part_a(settings, dataset, users, tmp: Path) -> str:
 
 
 def _serve_instant(port_q):
-    from labeler.fake_server import FakeLLMServer
+    from coldlabel_testing.fake_server import FakeLLMServer
 
     srv = FakeLLMServer().start()
     port_q.put(srv.base_url)

@@ -26,7 +26,7 @@ import numpy as np
 import psutil
 
 from coldlabel.config import load_settings
-from retrieval.workspace import Workspace
+from coldlabel.data.workspace import Workspace
 
 
 class PeakRSS:
@@ -79,12 +79,12 @@ def main() -> None:
 
     import torch
 
-    from retrieval import synth
+    from coldlabel.data import synth
+    from coldlabel.data.prepare import prepare
     from retrieval.build import build
     from retrieval.encoder import CACHE_FILE
     from retrieval.evidence import Evidence
     from retrieval.index import CandidateIndex, candidate_recall
-    from retrieval.prepare import prepare
     from retrieval.space import CandidateSpace
 
     settings = load_settings(environ={}, overrides=args.overrides)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_synth.py beauty /tmp/synth-beauty [--seed 0]
 
 Prints generation time and peak RSS of the generator (measured in a child process, so the prepare step does
-not inflate it), then runs the real ``retrieval.prepare`` on the output and prints every table row next to the
+not inflate it), then runs the real ``coldlabel.data.prepare`` on the output and prints every table row next to the
 thesis value and the ratio; exits 1 if any row is outside ±20 %.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-THESIS = {  # thesis §3.2, Tables 3.1 and 3.2, in retrieval.prepare.TABLE_ROWS order
+THESIS = {  # thesis §3.2, Tables 3.1 and 3.2, in coldlabel.data.stats.TABLE_ROWS order
     "beauty": [198_502, 138_951, 59_551, 123_498, 53_022, 651, 2_722, 6.37, 19_641, 13_400, 10_678],
     "health": [345_725, 242_007, 103_718, 217_480, 95_000, 926, 3_740, 5.92, 34_869, 25_425, 21_685],
 }
@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    code = ("import resource, sys, time; from pathlib import Path; from retrieval import synth; "
+    code = ("import resource, sys, time; from pathlib import Path; from coldlabel.data import synth; "
             "t = time.perf_counter(); s = synth.generate(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])); "
             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, s)")
     done = subprocess.run([sys.executable, "-c", code, args.preset, str(args.out), str(args.seed)],
@@ -43,8 +43,9 @@ def main() -> int:
           f"peak RSS {int(rss_kib) / 1024:.0f} MiB  [{summary}]")
 
     from coldlabel.config import load_settings
-    from retrieval.prepare import TABLE_ROWS, prepare
-    from retrieval.workspace import Workspace
+    from coldlabel.data.prepare import prepare
+    from coldlabel.data.stats import TABLE_ROWS
+    from coldlabel.data.workspace import Workspace
 
     ws = Workspace(args.out)
     t = time.perf_counter()

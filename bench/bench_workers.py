@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from labeler.fake_server import FakeLLMServer  # noqa: E402
+from coldlabel_testing.fake_server import FakeLLMServer  # noqa: E402
 from tests.support import services  # noqa: E402
 
 COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
@@ -55,8 +55,9 @@ concurrency = {concurrency}
 
 def build_tiny(root: Path) -> None:
     from coldlabel.config import load_settings
-    from retrieval import build, prepare, synth
-    from retrieval.workspace import Workspace
+    from coldlabel.data import prepare, synth
+    from coldlabel.data.workspace import Workspace
+    from retrieval import build
 
     cfg = root / "build.toml"
     cfg.write_text(CONFIG.format(root=root, url="http://x/v1", concurrency=1))
@@ -129,7 +130,7 @@ def warm_up(svc: Service, env: dict, store, workers: int) -> None:
 
 def utilisation(root: Path, pool: str, n_workers: int, concurrency: int, users: int, capacity: int,
                 base_s: float, per_token_s: float, completion_tokens: int | None) -> dict:
-    from labeler.store import Store, upgrade
+    from coldlabel.store import Store, upgrade
 
     with services.fresh_postgres_db() as pg, services.fresh_redis_db() as rd, \
             FakeLLMServer(capacity=capacity, base_latency_s=base_s, per_token_s=per_token_s,
@@ -157,7 +158,7 @@ def utilisation(root: Path, pool: str, n_workers: int, concurrency: int, users: 
 
 
 def overhead(root: Path, users: int) -> dict:
-    from labeler.store import Store, upgrade
+    from coldlabel.store import Store, upgrade
 
     with services.fresh_postgres_db() as pg, services.fresh_redis_db() as rd, FakeLLMServer() as srv:
         upgrade(pg)
@@ -184,8 +185,8 @@ def resume_cost(root: Path, n: int = 1000) -> dict:
     """A finished n-user run (users registered and marked done through the store, as workers do), then
     `coldlabel label resume` through the CLI with a broker configured."""
     from coldlabel.config import load_settings
-    from labeler.store import Store, upgrade
-    from workers.runs import prepare_resume
+    from coldlabel.store import Store, upgrade
+    from labeler.runs import prepare_resume
 
     with services.fresh_postgres_db() as pg, services.fresh_redis_db() as rd, FakeLLMServer() as srv:
         upgrade(pg)

@@ -16,12 +16,10 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from coldlabel.errors import ConfigError
+
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "COLDLABEL_"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the offending key."""
 
 
 class _Section(BaseModel):

@@ -12,7 +12,7 @@
   client (one client per endpoint per process). ``slot`` is an optional async-context-manager factory
   entered around every HTTP attempt, for cross-process limits (the workers' hook).
 * **Cache**: content-addressed (:func:`cache_key`); a hit issues no HTTP request. The cache object has
-  ``get_call(key)`` / ``put_call(...)`` (``labeler.store.Store``); the endpoint's name and URL are not in
+  ``get_call(key)`` / ``put_call(...)`` (``coldlabel.store.Store``); the endpoint's name and URL are not in
   the key, the model and dialect are.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from coldlabel.config import EndpointSettings, LabelerSettings, Settings, TransportSettings
+from coldlabel.errors import EndpointError
 
 log = logging.getLogger("coldlabel.client")
 
@@ -40,10 +41,6 @@ RETRY_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER_S = 300.0  # a server asking for more than this is treated as asking for this
 # Keywords OpenAI strict mode does not accept; stripped for the ``openai`` dialect only.
 _OPENAI_UNSUPPORTED = ("minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum")
-
-
-class EndpointError(RuntimeError):
-    """The endpoint could not answer (after retries, or it rejected the request outright)."""
 
 
 @dataclass

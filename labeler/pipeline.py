@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from coldlabel.config import Settings
+from coldlabel.data.workspace import PATH_SEP, Workspace, subcategory_name
+from coldlabel.store import Edge, Store, Triplet, UserCounters
 from labeler import extract, prompts
 from labeler.client import Completion, LLMClient
 from labeler.parsing import PARSER_VERSION, ParseResult, rank_scores
 from labeler.prompts import CandidateView, Prompt, UserView
-from labeler.store import Edge, Store, Triplet, UserCounters
 from retrieval.space import CandidateItem, CandidateSpace, UserSpace
-from retrieval.workspace import PATH_SEP, Workspace, subcategory_name
 
 log = logging.getLogger("coldlabel.pipeline")
 
@@ -92,9 +92,7 @@ class _Tally:
     """Counters of one user's labeling, summed over its calls."""
 
     def __init__(self) -> None:
-        self.values: dict[str, float] = {k: 0 for k in ("llm_calls", "cache_hits", "prompt_tokens",
-                                                        "completion_tokens", "fallbacks", "invalid_ids",
-                                                        "latency_ms")}
+        self.values: dict[str, float] = {k: 0 for k in UserCounters.names()}
 
     def call(self, c: Completion) -> None:
         self.values["cache_hits" if c.cache_hit else "llm_calls"] += 1

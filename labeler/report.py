@@ -11,12 +11,19 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from labeler.store import STAGES, Store
-from retrieval.workspace import Workspace
+import matplotlib
+
+matplotlib.use("Agg")  # plots go to files, never to a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from coldlabel.data.workspace import Workspace
+from coldlabel.store import LABEL_STAGES, Store
+from retrieval.index import CandidateIndex
 
 PLOTS = ("stages.png", "weights.png", "coverage.png")
 
@@ -56,8 +63,6 @@ def _evaluate(ws: Workspace, picks: dict[int, list[int]], truth: dict | None) ->
 
 def _two_tower_picks(ws: Workspace, settings, per_user: dict[int, int]) -> dict[int, list[int]]:
     """The Two-Tower's own top-n for each labeled user (n = that user's number of edges): the baseline."""
-    from retrieval.index import CandidateIndex
-
     index = CandidateIndex.load(ws, settings)
     users = sorted(per_user)
     if not users:
@@ -68,11 +73,7 @@ def _two_tower_picks(ws: Workspace, settings, per_user: dict[int, int]) -> dict[
 
 def _plots(out: Path, stages: dict, weights: list[float], fallback_weights: list[float],
            new_share: tuple[float, float]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [s for s in STAGES if s in stages]
+    names = [s for s in LABEL_STAGES if s in stages]
     fig, ax = plt.subplots(figsize=(6, 3))
     rates = [100 * stages[s]["fallbacks"] / max(stages[s]["answers"], 1) for s in names]
     bars = ax.bar(names, rates, color="#c0504d")
@@ -115,13 +116,12 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
     stages = store.stage_summary(run_id)
     edges = list(store.export_edges(run_id))
     triplets = list(store.export_triplets(run_id))
-    train_items = {x.item_idx for x in ws.train}
-    new_items = set(range(len(ws.items))) - train_items
+    cold_items = ws.cold_items
     per_user: dict[int, list[int]] = defaultdict(list)
     for e in edges:
         per_user[e.user_idx].append(e.item_idx)
-    on_new = sum(e.item_idx in new_items for e in edges)
-    new_share = (len(new_items) / max(len(ws.items), 1), on_new / max(len(edges), 1))
+    on_new = sum(e.item_idx in cold_items for e in edges)
+    new_share = (len(cold_items) / max(len(ws.items), 1), on_new / max(len(edges), 1))
     _plots(out, stages, [e.weight for e in edges if not e.from_fallback],
            [e.weight for e in edges if e.from_fallback], new_share)
 
@@ -150,7 +150,7 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
         "|---|---|---|---|",
         *[f"| {s} | {stages[s]['answers']} | {stages[s]['fallbacks']} "
           f"({100 * stages[s]['fallbacks'] / max(stages[s]['answers'], 1):.0f}%) | {stages[s]['invalid_ids']} |"
-          for s in STAGES if s in stages],
+          for s in LABEL_STAGES if s in stages],
         "",
         f"Invented ids per call: {sum(v['invalid_ids'] for v in stages.values()) / max(calls, 1):.2f}.",
         "",
@@ -162,9 +162,10 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
         f"({len(edges) / max(len(per_user), 1):.1f} per user; "
         f"{sum(e.from_fallback for e in edges)} from fallbacks, kept at a small weight)",
         f"- **{len(triplets)} triplets** ({len(triplets) / max(progress.done, 1):.1f} per labeled user)",
-        f"- **{100 * new_share[1]:.1f}% of edges land on items with no training interactions** "
-        f"({len({e.item_idx for e in edges} & new_items)} distinct new items), against "
-        f"{100 * new_share[0]:.1f}% of the catalog",
+        f"- **{100 * new_share[1]:.1f}% of edges land on cold items** "
+        f"({len({e.item_idx for e in edges} & cold_items)} distinct cold items), against "
+        f"{100 * new_share[0]:.1f}% of the catalog. A cold item is one that appears in the test split and "
+        "never in the training split, at any rating (`Workspace.cold_items`, the one definition coldlabel uses).",
         "",
         "![edge weights](weights.png)",
         "",
@@ -224,8 +225,6 @@ def _html(md: str, title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    import re
-
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

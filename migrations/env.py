@@ -1,7 +1,7 @@
 """Alembic environment for the coldlabel store.
 
-The engine comes from ``labeler.store.make_engine`` so migrations run with the same SQLite pragmas and
-locking as the app. Database URL, first found wins: a connection handed over by ``labeler.store.upgrade``
+The engine comes from ``coldlabel.store.engine.make_engine`` so migrations run with the same SQLite pragmas and
+locking as the app. Database URL, first found wins: a connection handed over by ``coldlabel.store.upgrade``
 (``config.attributes["connection"]``), ``config.attributes["url"]``, ``alembic -x url=...``, the ini's
 ``sqlalchemy.url``, then the coldlabel settings (``load_settings().store_url()``).
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from labeler.store import make_engine, metadata
+from coldlabel.config import load_settings
+from coldlabel.store.engine import make_engine
+from coldlabel.store.schema import metadata
 
 config = context.config
 
@@ -18,11 +20,7 @@ config = context.config
 def _url() -> str:
     url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
     url = url or config.get_main_option("sqlalchemy.url")
-    if url:
-        return url
-    from coldlabel.config import load_settings
-
-    return load_settings().store_url()
+    return url or load_settings().store_url()
 
 
 def _migrate(connection: Connection) -> None:

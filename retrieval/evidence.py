@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from retrieval.workspace import PATH_SEP, Item
+from coldlabel.data.workspace import PATH_SEP, Item
+from retrieval.index import flat_index
 
 TITLE_CHARS = 80
 PATH_LEVELS = 2
@@ -26,8 +27,6 @@ def render(item: Item) -> str:
 
 class Evidence:
     def __init__(self, items: list[Item], item_vectors: np.ndarray, k: int, min_sim: float, index=None):
-        from retrieval.index import flat_index
-
         if len(items) != len(item_vectors):
             raise ValueError(f"evidence: {len(items)} items but {len(item_vectors)} item vectors")
         self.items = items

@@ -6,20 +6,23 @@ Recall@M is an evaluation and the only place in this package that reads the test
 """
 from __future__ import annotations
 
+import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
-from retrieval.workspace import Workspace
+from coldlabel.config import Settings
+from coldlabel.data.workspace import Workspace
+from retrieval import artefacts
 
 DEFAULT_RECALL_MS = (50, 200, 500, 1000, 2000)
 
 
-def flat_index(vectors: np.ndarray):
-    import faiss
-
+def flat_index(vectors: np.ndarray) -> faiss.Index:
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index
@@ -80,13 +83,12 @@ class CandidateIndex:
         self._has_vector = np.linalg.norm(self.user_vectors, axis=1) > 0
 
     @classmethod
-    def load(cls, ws: Workspace, settings=None) -> CandidateIndex:
-        from retrieval import build
-
+    def load(cls, ws: Workspace, settings: Settings | None = None) -> CandidateIndex:
+        """Load the Two-Tower vectors and index; with ``settings``, first check they are current."""
         if settings is not None:
-            build.check_current(ws, settings, "index")
-        users, items = build.load_tower_vectors(ws)
-        return cls(users, items, seen_items(ws), build.load_faiss_index(ws, items))
+            artefacts.check_current(ws, settings, "index")
+        users, items = artefacts.load_tower_vectors(ws)
+        return cls(users, items, seen_items(ws), artefacts.load_faiss_index(ws, items))
 
     def search(self, user_idxs: Iterable[int], m: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores), each ``[len(users), m]``; users without a vector (no training history) get -1 rows."""
@@ -199,18 +201,13 @@ def candidate_recall(ws: Workspace, settings, ms: Sequence[int] = DEFAULT_RECALL
 
     Writes ``retrieval/recall.json``. Reads the test split: evaluation only, never used to build anything.
     """
-    import json
-    import time
-
-    from retrieval import build
-
-    build.check_current(ws, settings, "index")
+    artefacts.check_current(ws, settings, "index")
     ms = sorted({int(m) for m in ms})
     seen = seen_items(ws)
     target = recall_targets(ws, seen)
-    users_tt, items_tt = build.load_tower_vectors(ws)
-    item_content = build.load_array(ws, "content", "item_content.npy")
-    user_content = build.load_array(ws, "content", "user_content.npy")
+    users_tt, items_tt = artefacts.load_tower_vectors(ws)
+    item_content = artefacts.load_array(ws, "content", "item_content.npy")
+    user_content = artefacts.load_array(ws, "content", "user_content.npy")
     counts = np.zeros(len(items_tt), dtype=np.int64)
     for x in ws.train:
         if x.weight > 0:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.workspace import PATH_SEP, Item
+from coldlabel.data.workspace import PATH_SEP, Item
 
 NO_PATH = "(no category)"
 _WORD = re.compile(r"[a-z][a-z'-]{2,}")

@@ -12,12 +12,11 @@ test file and rebuilding).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from retrieval.workspace import Item, Workspace
-
-if TYPE_CHECKING:
-    from retrieval.evidence import Evidence
+from coldlabel.data.workspace import Item, Workspace
+from retrieval import artefacts
+from retrieval.evidence import Evidence
+from retrieval.index import CandidateIndex
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class CandidateItem:
     category_path: tuple[str, ...]
     subcategory: str
     score: float
-    _evidence: "Evidence | None" = field(default=None, compare=False, repr=False)
+    _evidence: Evidence | None = field(default=None, compare=False, repr=False)
 
     @property
     def evidence(self) -> tuple[str, ...]:
@@ -59,21 +58,17 @@ class CandidateSpace:
         self.sequences = ws.sequences
         self.item_subcategory: dict[int, str] = {int(i): s for i, s in taxonomy["item_subcategory"].items()}
         self.sub_category: dict[str, str] = {s: c for c, subs in taxonomy["subcategories"].items() for s in subs}
-        self.user_ids: dict[int, str] = {i: u for u, i in ws.mappings["user2idx"].items()}
+        self.user_ids: dict[int, str] = ws.user_ids
         self._user_leaves = user_leaves
         self.leaves = leaves  # leaf id -> {"path", "items", "method", "description"}
 
     @classmethod
     def load(cls, ws: Workspace, settings) -> CandidateSpace:
         """Load the built artefacts; raises ArtefactError (naming the file and the fix) if missing or stale."""
-        from retrieval import build
-        from retrieval.evidence import Evidence
-        from retrieval.index import CandidateIndex
-
-        index = CandidateIndex.load(ws, settings)
-        build.check_current(ws, settings, "leaves")
-        leaves = build.load_json(ws, "leaves", "leaves.json")
-        user_leaves = build.load_json(ws, "leaves", "user_leaves.json")
+        artefacts.check_current(ws, settings, "index", "leaves")
+        index = CandidateIndex.load(ws)
+        leaves = artefacts.load_json(ws, "leaves", "leaves.json")
+        user_leaves = artefacts.load_json(ws, "leaves", "user_leaves.json")
         r = settings.retrieval
         evidence = Evidence(ws.items, index.item_vectors, r.evidence_k, r.evidence_min_sim, index=index.index)
         return cls(ws, settings, index, evidence, ws.taxonomy, user_leaves,

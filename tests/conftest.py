@@ -50,7 +50,7 @@ def store_url(request) -> str:
 @pytest.fixture
 def store(store_url):
     """A ready Store (schema at head) on each backend."""
-    from labeler.store import Store, upgrade
+    from coldlabel.store import Store, upgrade
 
     upgrade(store_url)  # PostgreSQL needs the explicit upgrade; on SQLite it is a no-op afterwards
     with Store(store_url) as opened:
@@ -78,3 +78,10 @@ def local_llm(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("llm") / "server.log"
     with start_local_server(free_port(), "smollm2-135m-instruct", log_path) as server:
         yield server
+
+
+def pytest_collection_modifyitems(items):
+    """The real LLM is slow on 2 CPU cores: every `llm` test is also `slow`, so the fast loop leaves it out."""
+    for item in items:
+        if item.get_closest_marker("llm") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

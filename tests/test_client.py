@@ -12,10 +12,17 @@ from dataclasses import dataclass
 import pytest
 
 from coldlabel.config import EndpointSettings, LabelerSettings, TransportSettings
+from coldlabel_testing.fake_server import FakeLLMServer, Reply
 from labeler import prompts
-from labeler.client import (Completion, EndpointError, LLMClient, RateSpacer, cache_key, parse_retry_after,
-                            response_format_for)
-from labeler.fake_server import FakeLLMServer, Reply
+from labeler.client import (
+    Completion,
+    EndpointError,
+    LLMClient,
+    RateSpacer,
+    cache_key,
+    parse_retry_after,
+    response_format_for,
+)
 from labeler.prompts import CandidateView, UserView
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"

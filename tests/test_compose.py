@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coldlabel.config import ConfigError, _parse_scalar, load_settings
+from coldlabel.config import _parse_scalar, load_settings
+from coldlabel.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

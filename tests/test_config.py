@@ -1,7 +1,8 @@
 """Config: thesis defaults, precedence file < env < flags, and errors that name the key."""
 import pytest
 
-from coldlabel.config import ConfigError, load_settings
+from coldlabel.config import load_settings
+from coldlabel.errors import ConfigError
 
 
 def test_thesis_defaults():

@@ -27,6 +27,7 @@ def test_masked_mean_pool_known_example():
     np.testing.assert_allclose(out[1], [0.0, 1.0], rtol=1e-6)
 
 
+@pytest.mark.slow  # loads MiniLM through transformers
 def test_encoder_matches_a_manual_pooling_of_token_states():
     texts = ["Hydrating Face Cream | Beauty > Skin Care > Face", "Red Matte Lipstick | Beauty > Makeup > Lips",
              "shampoo"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coldlabel.data.workspace import Item
 from retrieval.evidence import Evidence, render
-from retrieval.workspace import Item
 
 
 def unit(v):

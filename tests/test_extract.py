@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from labeler.extract import (PseudoEdge, RankedItem, Triplet, extract, pseudo_edges, to_ranking, triplets)
+from labeler.extract import PreferencePair, PseudoEdge, RankedItem, extract, pseudo_edges, to_ranking, triplets
 
 
 def rank(*scores: float) -> list[RankedItem]:
@@ -29,8 +29,8 @@ def test_fallback_edges_are_kept_with_a_small_weight():
 def test_adjacent_pairs_with_a_gap_come_first():
     # scores 5 5 3 2: adjacent gaps at (1,2)=2 and (2,3)=1; then head-vs-tail (0,3)=3.
     t = triplets("u", rank(5, 5, 3, 2), max_triplets=3, score_scale=5)
-    assert t == [Triplet("u", "i1", "i2", pytest.approx(0.4)), Triplet("u", "i2", "i3", pytest.approx(0.2)),
-                 Triplet("u", "i0", "i3", pytest.approx(0.6))]
+    assert t == [PreferencePair("u", "i1", "i2", pytest.approx(0.4)), PreferencePair("u", "i2", "i3", pytest.approx(0.2)),
+                 PreferencePair("u", "i0", "i3", pytest.approx(0.6))]
 
 
 def test_head_vs_tail_farthest_first_and_no_repeats():
@@ -54,7 +54,7 @@ def test_partial_tie_does_not_use_positions():
 
 def test_positive_is_the_higher_score_even_when_ranked_lower():
     t = triplets("u", rank(2, 5), max_triplets=3, score_scale=5)
-    assert t == [Triplet("u", "i1", "i0", pytest.approx(0.6))]
+    assert t == [PreferencePair("u", "i1", "i0", pytest.approx(0.6))]
 
 
 def test_cap_duplicates_and_degenerate_rankings():
@@ -63,7 +63,7 @@ def test_cap_duplicates_and_degenerate_rankings():
     assert triplets("u", rank(5), max_triplets=3, score_scale=5) == []
     dup = [RankedItem("a", 5), RankedItem("a", 1), RankedItem("b", 3)]
     t = triplets("u", dup, max_triplets=3, score_scale=5)
-    assert t == [Triplet("u", "a", "b", pytest.approx(0.4))]
+    assert t == [PreferencePair("u", "a", "b", pytest.approx(0.4))]
     assert all(x.pos != x.neg for x in t)
 
 

@@ -6,7 +6,8 @@ from functools import partial
 
 import pytest
 
-from retrieval.fetch import FetchError, fetch
+from coldlabel.data.fetch import fetch
+from coldlabel.errors import FetchError
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

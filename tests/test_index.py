@@ -101,7 +101,6 @@ def test_two_tower_beats_popularity_and_finds_cold_items(built):  # noqa: F811
 def cli_root(built, monkeypatch):  # noqa: F811
     from coldlabel import cli
 
-    cli._register()
     ws, _, _ = built
     overrides = ["--set", f"data.root={ws.root.parent}"]
     for item in ("retrieval.tt_epochs=40", "retrieval.tt_batch_size=64", "retrieval.tt_lr=0.01"):
@@ -126,7 +125,6 @@ def test_cli_candidates_and_recall(cli_root):
 def test_cli_reports_missing_build(tmp_path):
     from coldlabel import cli
 
-    cli._register()
     planted_workspace(tmp_path / "fresh", n_users=5, items_per_sub=8, cold_per_sub=2)
     res = CliRunner().invoke(cli.app, ["--set", f"data.root={tmp_path}", "retrieval", "candidates",
                                        "--dataset", "fresh", "--users", "0"])

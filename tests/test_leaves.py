@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from coldlabel.data.workspace import Item
 from retrieval.leaves import (
     build_leaves,
     cap_split,
@@ -13,7 +14,6 @@ from retrieval.leaves import (
     split_group,
     stable_hash,
 )
-from retrieval.workspace import Item
 
 BIG = ("Beauty", "Skin Care", "Face", "Moisturizers")
 SMALL = ("Beauty", "Makeup", "Lips")
@@ -146,7 +146,8 @@ def test_cap_holds_for_any_setting(cap):
 
 def test_leaves_built_on_workspace(tmp_path):
     """On a built workspace with a small cap: leaves.json respects it and users have <= 5 interest leaves."""
-    from retrieval.build import build, load_json
+    from retrieval.artefacts import load_json
+    from retrieval.build import build
     from tests.test_retrieval_build import planted_workspace, retrieval_settings
 
     ws = planted_workspace(tmp_path / "w", n_users=20, items_per_sub=12, cold_per_sub=2)

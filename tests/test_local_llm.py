@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from coldlabel.config import EndpointSettings, LabelerSettings, TransportSettings
+from coldlabel_testing.fake_server import FakeLLMServer
 from labeler import prompts
 from labeler.client import LLMClient
-from labeler.fake_server import FakeLLMServer
 from labeler.local_server import LocalServerError, gguf_path, start_local_server
 from labeler.parsing import extract_json
 from labeler.prompts import CandidateView, UserView

@@ -13,8 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from typer.testing import CliRunner
 
-from labeler import store as st
-from labeler.db_cli import db_app
+from coldlabel import store as st
+from coldlabel.store import engine as store_engine
+from coldlabel.cli.db import app as db_app
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"llm_calls", "runs", "run_users", "stage_results", "edges", "triplets"}
@@ -43,7 +44,7 @@ def test_upgrade_creates_schema_and_downgrade_removes_it(store_url):
 
 def test_migrated_schema_matches_metadata(store_url):
     st.upgrade(store_url)
-    engine = st.make_engine(store_url)
+    engine = store_engine.make_engine(store_url)
     try:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), st.metadata)
@@ -59,7 +60,7 @@ def test_metadata_drift_would_be_detected(sqlite_url):
     for table in st.metadata.tables.values():
         table.to_metadata(changed)
     changed.tables["runs"].append_column(sa.Column("extra", sa.Integer))
-    engine = st.make_engine(sqlite_url)
+    engine = store_engine.make_engine(sqlite_url)
     try:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), changed)
@@ -91,7 +92,7 @@ def test_sqlite_without_auto_upgrade_is_refused(sqlite_url):
 
 def test_unknown_newer_revision_is_refused(sqlite_url):
     st.upgrade(sqlite_url)
-    engine = st.make_engine(sqlite_url)
+    engine = store_engine.make_engine(sqlite_url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
@@ -100,19 +101,19 @@ def test_unknown_newer_revision_is_refused(sqlite_url):
 
 
 def test_sqlite_pragmas(sqlite_url):
-    engine = st.make_engine(sqlite_url)
+    engine = store_engine.make_engine(sqlite_url)
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == int(st.BUSY_TIMEOUT_S * 1000)
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == int(store_engine.BUSY_TIMEOUT_S * 1000)
     finally:
         engine.dispose()
 
 
 def test_in_memory_sqlite_is_refused_clearly():
     with pytest.raises(st.StoreError, match="in-memory SQLite"):
-        st.make_engine("sqlite://")
+        store_engine.make_engine("sqlite://")
 
 
 @pytest.mark.parametrize("ini", ["migrations/alembic.ini", "alembic.ini"])

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from labeler.parsing import (PARSER_VERSION, extract_json, parse_profile, parse_selection, rank_scores,
-                             serialise)
+from labeler.parsing import PARSER_VERSION, extract_json, parse_profile, parse_selection, rank_scores, serialise
 
 IDS = ["B00AAA0001", "B00AAA0002", "B00AAA0003", "B00AAA0004", "B00AAA0005"]
 CATS = ["Beauty > Skin Care", "Beauty > Makeup", "Beauty > Hair Care", "Beauty > Fragrance"]

@@ -11,12 +11,12 @@ import json
 
 import pytest
 
+from coldlabel.data.workspace import Workspace
+from coldlabel.errors import EndpointError
+from coldlabel.store import RunNotFound, Store
+from coldlabel_testing.fake_server import INVENTED_IDS, FakeLLMServer, Reply
 from labeler import pipeline
-from labeler.client import EndpointError
-from labeler.fake_server import INVENTED_IDS, FakeLLMServer, Reply
-from labeler.store import RunNotFound, Store
 from retrieval.space import CandidateSpace
-from retrieval.workspace import Workspace
 from tests.support.datasets import copy_dataset, settings_for
 
 STAGE_FIELDS = {"profile": "profile", "categories": "categories", "subcategories": "subcategories",

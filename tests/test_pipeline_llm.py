@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from coldlabel.data.workspace import Workspace
+from coldlabel.store import Store
 from labeler import pipeline
-from labeler.store import Store
-from retrieval.workspace import Workspace
 from tests.support.datasets import settings_for
 from tests.test_pipeline import assert_inside_allowed, label
 

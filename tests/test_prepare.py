@@ -5,10 +5,13 @@ import os
 
 import pytest
 
+from coldlabel.errors import DataError
+
 from coldlabel.config import load_settings
-from retrieval.formats import find_raw_files
-from retrieval.prepare import TABLE_ROWS, prepare
-from retrieval.workspace import Workspace, WorkspaceError
+from coldlabel.data.formats import find_raw_files
+from coldlabel.data.prepare import prepare
+from coldlabel.data.stats import TABLE_ROWS
+from coldlabel.data.workspace import Workspace, WorkspaceError
 
 CFG = load_settings(environ={}).data
 
@@ -176,11 +179,11 @@ def test_interrupted_rebuild_is_not_up_to_date(ws):
 
 
 def test_missing_inputs_and_corrupt_outputs_are_clear(ws, tmp_path):
-    with pytest.raises(FileNotFoundError, match="coldlabel data synth"):
+    with pytest.raises(DataError, match="coldlabel data synth"):
         prepare(ws, CFG)
     write_2014(ws.raw)
     (ws.raw / "meta_Beauty.json.gz").unlink()
-    with pytest.raises(FileNotFoundError, match="meta_Beauty"):
+    with pytest.raises(DataError, match="meta_Beauty"):
         prepare(ws, CFG)
     write_2014(ws.raw)
     prepare(ws, CFG)

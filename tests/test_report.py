@@ -1,8 +1,8 @@
 """The run report: numbers in the Markdown agree with the store; plots are real images."""
-from labeler.fake_server import FakeLLMServer
+from coldlabel.data.workspace import Workspace
+from coldlabel.store import Store
+from coldlabel_testing.fake_server import FakeLLMServer
 from labeler.report import PLOTS, write_report
-from labeler.store import Store
-from retrieval.workspace import Workspace
 from tests.test_pipeline import faulty, label, settings_with
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from coldlabel.config import load_settings
-from retrieval.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace
+from coldlabel.data.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace
 
 SUBCATS = {
     ("Beauty", "Skin Care", "Face", "Moisturizers"): ["hydrating", "face", "moisturizer", "cream", "spf"],
@@ -189,7 +189,7 @@ def small_built(tmp_path):
 
 
 def test_truncated_vectors_give_clear_error(small_built):
-    from retrieval.build import ArtefactError
+    from coldlabel.errors import ArtefactError
     from retrieval.space import CandidateSpace
 
     ws, settings = small_built
@@ -201,7 +201,8 @@ def test_truncated_vectors_give_clear_error(small_built):
 
 
 def test_shape_mismatch_with_meta_gives_clear_error(small_built):
-    from retrieval.build import ArtefactError, load_tower_vectors
+    from coldlabel.errors import ArtefactError
+    from retrieval.artefacts import load_tower_vectors
 
     ws, _ = small_built
     path = ws.retrieval / "two_tower" / "item_vectors.npy"
@@ -218,7 +219,8 @@ def test_shape_mismatch_with_meta_gives_clear_error(small_built):
 
 
 def test_flipped_bytes_are_detected(small_built):
-    from retrieval.build import ArtefactError, load_array
+    from coldlabel.errors import ArtefactError
+    from retrieval.artefacts import load_array
 
     ws, _ = small_built
     path = ws.retrieval / "content" / "item_content.npy"
@@ -230,7 +232,7 @@ def test_flipped_bytes_are_detected(small_built):
 
 
 def test_missing_artefact_and_missing_meta(small_built):
-    from retrieval.build import ArtefactError
+    from coldlabel.errors import ArtefactError
     from retrieval.index import candidates
 
     ws, settings = small_built
@@ -263,7 +265,7 @@ def test_changed_upstream_output_rebuilds_downstream(small_built):
     from retrieval.build import build
 
     ws, settings = small_built
-    from retrieval.build import file_hash
+    from coldlabel.data.workspace import file_hash
 
     path = ws.retrieval / "two_tower" / "item_vectors.npy"
     vectors = np.load(path)
@@ -278,7 +280,7 @@ def test_changed_upstream_output_rebuilds_downstream(small_built):
 
 
 def test_stale_artefacts_are_refused(small_built):
-    from retrieval.build import ArtefactError
+    from coldlabel.errors import ArtefactError
     from retrieval.space import CandidateSpace
 
     ws, _ = small_built
@@ -287,8 +289,8 @@ def test_stale_artefacts_are_refused(small_built):
 
 
 def test_missing_processed_input_names_prepare(tmp_path):
+    from coldlabel.data.workspace import WorkspaceError
     from retrieval.build import build
-    from retrieval.workspace import WorkspaceError
 
     ws = planted_workspace(tmp_path / "w", n_users=5, items_per_sub=8, cold_per_sub=2)
     (ws.processed / "train.tsv").unlink()
@@ -300,10 +302,10 @@ def test_missing_processed_input_names_prepare(tmp_path):
 
 def test_end_to_end_on_tiny_synthetic_set(tmp_path):
     """synth -> prepare -> build -> recall and candidate spaces: Two-Tower beats popularity, cold items reachable."""
-    from retrieval import synth
+    from coldlabel.data import synth
+    from coldlabel.data.prepare import prepare
     from retrieval.build import build
     from retrieval.index import candidate_recall
-    from retrieval.prepare import prepare
     from retrieval.space import CandidateSpace
 
     ws = Workspace(tmp_path / "tiny")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.fake_server import FakeLLMServer
+from coldlabel_testing.fake_server import FakeLLMServer
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +43,9 @@ inline_concurrency = 3
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     from coldlabel.config import load_settings
-    from retrieval import build, prepare, synth
-    from retrieval.workspace import Workspace
+    from coldlabel.data import prepare, synth
+    from coldlabel.data.workspace import Workspace
+    from retrieval import build
 
     root = tmp_path_factory.mktemp("data")
     cfg = root / "build.toml"
@@ -67,7 +68,7 @@ def fake():
 def setup(data_root, tmp_path, fake):
     """A config with the fake endpoint, a dead one and a second good one; this test's own SQLite store."""
     from coldlabel.config import load_settings
-    from labeler.store import Store
+    from coldlabel.store import Store
 
     other = FakeLLMServer(model="model-other").start()
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
@@ -90,6 +91,7 @@ def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*COLDLABEL, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # `coldlabel` subprocesses (each imports torch and the LLM client)
 def test_start_runs_inline_without_a_broker_and_records_the_run(setup, fake, tmp_path):
     done = cli(setup["cfg"], "label", "start", "--dataset", "tiny", "--users", "8", "--name", "first")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -137,15 +139,15 @@ def test_start_runs_inline_without_a_broker_and_records_the_run(setup, fake, tmp
 
 
 def test_cancelled_run_makes_no_calls_and_resume_finishes_it(setup, fake):
+    from labeler.lifecycle import process_user
+    from labeler.runs import cancel_run, prepare_resume, start_run
     from workers.inline import run_inline
-    from workers.runs import cancel_run, prepare_resume, start_run
-    from workers.tasks import process_user
 
     settings, store = setup["settings"], setup["store"]
     run = start_run(store, settings, "tiny", users=5)
     cancel_run(store, run.id)
     outcome = process_user(settings, run.id, 0, worker="t", takeover=True, final_attempt=True)
-    assert outcome == "skipped" and fake.request_count == 0
+    assert outcome.status == "skipped" and fake.request_count == 0
     assert store.get_user(run.id, 0).status == "pending"
     enq = prepare_resume(store, settings, run.id)
     assert store.get_run(run.id).status == "active" and len(enq.users) == 5
@@ -153,6 +155,7 @@ def test_cancelled_run_makes_no_calls_and_resume_finishes_it(setup, fake):
     assert result.done == 5 and store.get_run(run.id).status == "done"
 
 
+@pytest.mark.slow  # `coldlabel` subprocesses (each imports torch and the LLM client)
 def test_unreachable_endpoint_loses_nothing_and_resume_on_another_endpoint_finishes(setup, fake):
     cfg, store = setup["cfg"], setup["store"]
     done = cli(cfg, "label", "start", "--dataset", "tiny", "--users", "4", "--endpoint", "dead")
@@ -178,14 +181,15 @@ def test_unreachable_endpoint_loses_nothing_and_resume_on_another_endpoint_finis
     assert len(store.users_by_status(run_id)["done"]) == 4 and list(store.export_edges(run_id))
 
 
+@pytest.mark.slow  # `coldlabel` subprocesses (each imports torch and the LLM client)
 def test_bad_input_gives_clear_errors(setup):
     cfg = setup["cfg"]
     unknown = cli(cfg, "label", "status", "nosuchrun")
-    assert unknown.returncode == 1 and "no run 'nosuchrun'" in unknown.stdout
+    assert unknown.returncode == 1 and "no run 'nosuchrun'" in unknown.stderr
     zero = cli(cfg, "label", "start", "--dataset", "tiny", "--users", "0")
     assert zero.returncode == 2 and "--users must be a positive number" in zero.stderr
     missing = cli(cfg, "label", "start", "--dataset", "nothere", "--users", "2")
-    assert missing.returncode == 1 and "coldlabel data prepare --dataset nothere" in missing.stdout
+    assert missing.returncode == 1 and "coldlabel data prepare --dataset nothere" in missing.stderr
     endpoint = cli(cfg, "label", "start", "--dataset", "tiny", "--endpoint", "nope")
     assert endpoint.returncode == 2 and "unknown endpoint 'nope'" in endpoint.stderr
     assert setup["store"].list_runs() == []  # nothing half-created
@@ -193,8 +197,8 @@ def test_bad_input_gives_clear_errors(setup):
 
 def test_run_settings_use_the_runs_labeler_config_and_this_hosts_endpoints(setup):
     from coldlabel.config import load_settings
-    from workers.runs import start_run
-    from workers.tasks import run_settings
+    from labeler.lifecycle import run_settings
+    from labeler.runs import start_run
 
     run = start_run(setup["store"], setup["settings"], "tiny", users=1, endpoint="other")
     worker = load_settings(setup["cfg"], environ={"COLDLABEL_LABELER__TOP_K_SUBCATEGORIES": "7",

@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
+from coldlabel.data.workspace import Workspace
 from retrieval.space import CandidateItem, CandidateSpace, UserSpace
-from retrieval.workspace import Workspace
 from tests.test_retrieval_build import built, retrieval_settings  # noqa: F401 (fixture)
 
 

@@ -10,8 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from labeler.store import (Edge, RunNotFound, Store, StoreError, Triplet, UserCounters, edges, llm_calls,
-                           run_users, stage_results, triplets)
+from coldlabel.store import (
+    Edge,
+    RunNotFound,
+    Store,
+    StoreError,
+    Triplet,
+    UserCounters,
+)
+from coldlabel.store.schema import edges, llm_calls, run_users, stage_results, triplets
 
 
 def key_of(text: str) -> str:

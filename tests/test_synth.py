@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import synth
-from retrieval.formats import LineProblems, read_meta, read_reviews
+from coldlabel.data import synth
+from coldlabel.data.formats import LineProblems, read_metadata, read_reviews
 
 TINY = "tiny"
 
@@ -77,7 +77,7 @@ def test_reviews_are_2014_json_lines(tiny_data):
         assert set(r) == keys
         assert isinstance(r["overall"], float) and r["overall"] in (1.0, 2.0, 3.0, 4.0, 5.0)
         assert isinstance(r["unixReviewTime"], int) and r["unixReviewTime"] % 86400 == 0
-        day = dt.datetime.fromtimestamp(r["unixReviewTime"], dt.timezone.utc)
+        day = dt.datetime.fromtimestamp(r["unixReviewTime"], dt.UTC)
         assert r["reviewTime"] == f"{day.month:02d} {day.day}, {day.year}"
         assert re.fullmatch(r"A[A-Z0-9]{13}", r["reviewerID"]) and re.fullmatch(r"B00[A-Z0-9]{7}", r["asin"])
         assert r["helpful"] == [0, 0] and r["reviewText"] and r["summary"]
@@ -106,7 +106,7 @@ def test_meta_is_python_literal_with_category_chains(tiny):
 def test_the_project_loader_reads_every_line(tiny):
     problems = LineProblems()
     reviews = list(read_reviews(tiny.reviews_path, problems))
-    metas = list(read_meta(tiny.meta_path, problems, description_chars=200))
+    metas = list(read_metadata(tiny.meta_path, problems, description_chars=200))
     assert problems.total == 0, problems.examples
     assert len(reviews) == tiny.n_reviews and len(metas) == tiny.n_meta_items
 

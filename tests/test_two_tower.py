@@ -93,7 +93,8 @@ def test_weighted_loss_matches_equation():
 
 def test_exported_cold_vectors_equal_w_c_from_saved_model(tmp_path):
     """On a built workspace: items without training rows (all strict cold items among them) == norm(W c)."""
-    from retrieval.build import build, load_array, load_tower_vectors
+    from retrieval.artefacts import load_array, load_tower_vectors
+    from retrieval.build import build
 
     ws = planted_workspace(tmp_path / "w", n_users=20, items_per_sub=8, cold_per_sub=2)
     build(ws, retrieval_settings("retrieval.tt_epochs=5"))

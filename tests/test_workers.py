@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from labeler.fake_server import FakeLLMServer
+from coldlabel_testing.fake_server import FakeLLMServer
 from tests.support.services import free_port
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.slow]  # real Celery worker processes
 
 ROOT = Path(__file__).resolve().parent.parent
 COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
@@ -67,8 +67,9 @@ def write_config(path: Path, data_root: Path, endpoints: dict[str, str], *, conc
 def tiny_root(tmp_path_factory) -> Path:
     """The tiny synthetic dataset, prepared and built once for the module."""
     from coldlabel.config import load_settings
-    from retrieval import build, prepare, synth
-    from retrieval.workspace import Workspace
+    from coldlabel.data import prepare, synth
+    from coldlabel.data.workspace import Workspace
+    from retrieval import build
 
     root = tmp_path_factory.mktemp("data")
     cfg = write_config(root / "build.toml", root, {})
@@ -95,9 +96,9 @@ def labels(store, run_id: str) -> tuple[set, set]:
 @pytest.fixture(scope="module")
 def reference(tiny_root, tmp_path_factory):
     """Labels of the first N_USERS users, labeled inline in this process (SQLite, no broker)."""
-    from labeler.store import Store
+    from coldlabel.store import Store
+    from labeler.runs import start_run
     from workers.inline import run_inline
-    from workers.runs import start_run
 
     tmp = tmp_path_factory.mktemp("reference")
     with FakeLLMServer() as srv:
@@ -159,7 +160,7 @@ class Worker:
 @pytest.fixture
 def service(tiny_root, tmp_path, postgres_url, redis_url):
     """Config + env for worker processes (this test's PostgreSQL database and Redis db), and cleanup."""
-    from labeler.store import Store, upgrade
+    from coldlabel.store import Store, upgrade
 
     upgrade(postgres_url)
     ctx = {"tmp": tmp_path, "workers": [], "servers": []}

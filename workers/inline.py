@@ -1,4 +1,4 @@
-"""Run a labeling job in this process, without a broker: the same task body (:func:`process_user`) on a
+"""Run a labeling job in this process, without a broker: the same user lifecycle (:func:`labeler.lifecycle.process_user`) on a
 thread pool of ``workers.inline_concurrency``, with the same retries and dead-lettering as a Celery worker.
 
 This is the embedded default (``workers.broker_url`` empty, SQLite store): one command, nothing to run
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from coldlabel.config import Settings
-from workers.tasks import _transient_errors, process_user, retry_countdown, worker_name
+from labeler.lifecycle import TRANSIENT, process_user, retry_countdown, worker_name
+from workers.limits import limiter_for
 
 log = logging.getLogger("coldlabel.inline")
 
@@ -27,15 +28,18 @@ class InlineResult:
     errors: dict[int, str] = field(default_factory=dict)
 
 
+def _slot_for(settings: Settings, endpoint: str):
+    return limiter_for(settings, endpoint).slot
+
+
 def _one_user(settings: Settings, run_id: str, user_idx: int) -> tuple[str, str]:
     retries = settings.workers.max_task_retries
-    transient = _transient_errors()
     for attempt in range(retries + 1):
         try:
             # Inline, nobody else owns this run's users: a user left 'running' by a crash is taken over.
             return process_user(settings, run_id, user_idx, worker=worker_name("inline"), takeover=True,
-                                final_attempt=attempt >= retries), ""
-        except transient as exc:
+                                final_attempt=attempt >= retries, slot_for=_slot_for).status, ""
+        except TRANSIENT as exc:
             if attempt >= retries:
                 return "dead", f"{type(exc).__name__}: {exc}"
             time.sleep(retry_countdown(settings, attempt))

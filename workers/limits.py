@@ -27,14 +27,15 @@ from collections import deque
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Protocol
 
+import redis
+
+from coldlabel.config import Settings
+from coldlabel.errors import LimiterUnavailable
+
 log = logging.getLogger("coldlabel.limits")
 
 POLL_MIN_S = 0.002  # first re-check of Redis after a failed acquire
 POLL_MAX_S = 0.05   # the backoff ceiling; a release in this process wakes waiters sooner
-
-
-class LimiterUnavailable(RuntimeError):
-    """The shared limiter (Redis) cannot be reached: a transient failure, the task is retried."""
 
 
 class Limiter(Protocol):
@@ -169,8 +170,6 @@ class RedisLimiter:
         self._local = _Waiters()
 
     def _call(self, script, args: list) -> int:
-        import redis
-
         try:
             return int(script(keys=[self.key], args=args))
         except redis.RedisError as exc:
@@ -239,7 +238,7 @@ def slot_key(endpoint_name: str, base_url: str, model: str) -> str:
     return f"coldlabel:slots:{endpoint_name}:{digest}"
 
 
-def limiter_for(settings, endpoint_name: str):
+def limiter_for(settings: Settings, endpoint_name: str) -> Limiter:
     """The process-wide limiter of ``endpoint_name``: Redis-backed when ``workers.broker_url`` is a Redis
     URL, else in-process."""
     endpoint = settings.endpoint(endpoint_name)
@@ -251,8 +250,6 @@ def limiter_for(settings, endpoint_name: str):
         limiter = _LIMITERS.get(ident)
         if limiter is None:
             if shared:
-                import redis
-
                 client = redis.Redis.from_url(broker, socket_timeout=10, socket_connect_timeout=5,
                                               health_check_interval=30)
                 limiter = RedisLimiter(client, slot_key(endpoint_name, endpoint.base_url, endpoint.model),

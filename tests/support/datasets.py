@@ -26,10 +26,10 @@ def settings_for(data_root: Path, *extra: str) -> Settings:
 
 def build_tiny(data_root: Path, name: str = "tiny", seed: int = 0) -> Settings:
     """synth → prepare → retrieval build, exactly as the CLI does it."""
-    from retrieval import synth
+    from coldlabel.data import synth
+    from coldlabel.data.prepare import prepare
+    from coldlabel.data.workspace import Workspace
     from retrieval.build import build
-    from retrieval.prepare import prepare
-    from retrieval.workspace import Workspace
 
     settings = settings_for(data_root)
     ws = Workspace.of(data_root, name)

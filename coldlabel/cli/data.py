@@ -5,28 +5,20 @@ import json
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
-from coldlabel.cli import settings_from
-from retrieval.workspace import Workspace, WorkspaceError
+from coldlabel.cli.common import console, settings_from, workspace
+from coldlabel.data import synth
+from coldlabel.data.fetch import fetch
+from coldlabel.data.prepare import prepare
+from coldlabel.data.stats import THESIS_TABLES
+from coldlabel.data.workspace import Workspace
 
-data_app = typer.Typer(no_args_is_help=True)
-console = Console()
-
-# Thesis Table 3.1 (Beauty) and 3.2 (Health), shown beside our numbers by `data stats --compare`.
-THESIS_TABLES = {
-    "beauty": [198502, 138951, 59551, 123498, 53022, 651, 2722, 6.37, 19641, 13400, 10678],
-    "health": [345725, 242007, 103718, 217480, 95000, 926, 3740, 5.92, 34869, 25425, 21685],
-}
+app = typer.Typer(no_args_is_help=True)
 
 
-def _workspace(ctx: typer.Context, dataset: str) -> tuple[Workspace, object]:
-    settings = settings_from(ctx)
-    return Workspace.of(settings.data.root, dataset), settings
-
-
-@data_app.command("synth")
+@app.command("synth")
 def synth_command(
     ctx: typer.Context,
     dataset: str = typer.Option(None, "--dataset", "-d", help="Workspace name (default: the preset name)."),
@@ -34,8 +26,6 @@ def synth_command(
     seed: Optional[int] = typer.Option(None, "--seed"),
 ) -> None:
     """Write a synthetic benchmark in the Amazon 2014 raw format (plus a separate truth file)."""
-    from retrieval import synth
-
     settings = settings_from(ctx)
     preset = preset or settings.synth.preset
     seed = settings.synth.seed if seed is None else seed
@@ -44,7 +34,7 @@ def synth_command(
     console.print(f"[green]synthesized[/] preset={preset} seed={seed} -> {ws.raw}  ({summary})")
 
 
-@data_app.command("fetch")
+@app.command("fetch")
 def fetch_command(
     ctx: typer.Context,
     category: str = typer.Argument(..., help="Amazon category, e.g. Beauty or Health_and_Personal_Care"),
@@ -53,11 +43,7 @@ def fetch_command(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from."),
 ) -> None:
     """Download the public review + metadata dumps of one category (needs internet)."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    from retrieval.fetch import FetchError, fetch
-
-    ws, _ = _workspace(ctx, dataset or category.lower())
+    ws, _ = workspace(ctx, dataset or category.lower())
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console) as bar:
         tasks: dict[str, int] = {}
 
@@ -66,39 +52,29 @@ def fetch_command(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=got)
 
-        try:
-            paths = fetch(category, ws.raw, edition=edition, base_url=base_url, progress=progress)
-        except FetchError as exc:
-            console.print(f"[red]fetch failed:[/] {exc}")
-            raise typer.Exit(1)
+        paths = fetch(category, ws.raw, edition=edition, base_url=base_url, progress=progress)
     console.print(f"[green]ready:[/] {', '.join(str(p) for p in paths)}")
 
 
-@data_app.command("prepare")
+@app.command("prepare")
 def prepare_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if inputs are unchanged."),
 ) -> None:
     """Raw files -> split, weighted, indexed interactions, item texts, taxonomy and statistics."""
-    from retrieval.prepare import prepare
-
-    ws, settings = _workspace(ctx, dataset)
-    try:
-        result = prepare(ws, settings.data, force=force)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]prepare failed:[/] {exc}")
-        raise typer.Exit(1)
+    ws, settings = workspace(ctx, dataset)
+    result = prepare(ws, settings.data, force=force)
     if not result.rebuilt:
         console.print(f"[green]{dataset}: up to date[/] (inputs and settings unchanged)")
         return
     note = f", [yellow]{result.malformed} malformed lines skipped[/] (see {ws.processed / 'report.json'})" \
         if result.malformed else ""
     console.print(f"[green]{dataset}: prepared in {result.seconds:.1f}s[/]{note}")
-    _print_stats(ws, compare=None)
+    print_stats(ws, compare=None)
 
 
-def _print_stats(ws: Workspace, compare: Optional[str]) -> None:
+def print_stats(ws: Workspace, compare: Optional[str]) -> None:
     stats = ws.stats
     table = Table(title=f"{ws.name}: data processing statistics ({stats.get('edition')} format)")
     table.add_column("Metric")
@@ -118,7 +94,7 @@ def _print_stats(ws: Workspace, compare: Optional[str]) -> None:
     console.print(" · ".join(f"{k}: {v}" for k, v in stats["extra"].items()))
 
 
-@data_app.command("stats")
+@app.command("stats")
 def stats_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d"),
@@ -126,12 +102,8 @@ def stats_command(
     as_json: bool = typer.Option(False, "--json", help="Print the statistics file as JSON."),
 ) -> None:
     """Print the Table 3.1-style statistics of a prepared dataset."""
-    ws, _ = _workspace(ctx, dataset)
-    try:
-        if as_json:
-            print(json.dumps(ws.stats, indent=2))
-        else:
-            _print_stats(ws, compare)
-    except WorkspaceError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1)
+    ws, _ = workspace(ctx, dataset)
+    if as_json:
+        print(json.dumps(ws.stats, indent=2))
+    else:
+        print_stats(ws, compare)

@@ -1,7 +1,7 @@
 """``coldlabel db``: create or upgrade the store's schema, and show its revision.
 
 SQLite stores are upgraded automatically when opened; PostgreSQL ones only by ``coldlabel db upgrade``
-(see ``labeler/store.py``).
+(see ``coldlabel/store/engine.py``).
 """
 from __future__ import annotations
 
@@ -9,29 +9,26 @@ from typing import Optional
 
 import typer
 
-db_app = typer.Typer(no_args_is_help=True, add_completion=False,
+from coldlabel.cli.common import settings_from
+from coldlabel.store import current_revision, head_revision, redact, upgrade
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
                      help="The SQL store: schema migrations (Alembic).")
 
 _URL_HELP = "Database URL (default: store.url, else the SQLite file under data.root)."
 
 
 def _store_url(ctx: typer.Context, url: Optional[str]) -> str:
-    if url:
-        return url
-    from coldlabel.cli import settings_from
-
-    return settings_from(ctx).store_url()
+    return url or settings_from(ctx).store_url()
 
 
-@db_app.command("upgrade")
+@app.command("upgrade")
 def upgrade_command(
     ctx: typer.Context,
     revision: str = typer.Argument("head", help="Target revision."),
     url: Optional[str] = typer.Option(None, "--url", help=_URL_HELP),
 ) -> None:
     """Create the tables or bring them up to the newest schema (safe to run again)."""
-    from labeler.store import current_revision, redact, upgrade
-
     url = _store_url(ctx, url)
     before = current_revision(url)
     upgrade(url, revision)
@@ -40,14 +37,12 @@ def upgrade_command(
     typer.echo(f"{redact(url)}: {change} {after}")
 
 
-@db_app.command("current")
+@app.command("current")
 def current_command(
     ctx: typer.Context,
     url: Optional[str] = typer.Option(None, "--url", help=_URL_HELP),
 ) -> None:
     """Show the database's schema revision and whether it is the newest; exit 1 when behind."""
-    from labeler.store import current_revision, head_revision, redact
-
     url = _store_url(ctx, url)
     current, head = current_revision(url), head_revision()
     state = "up to date" if current == head else "behind: run `coldlabel db upgrade`"

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from coldlabel.errors import FetchError
+
 log = logging.getLogger(__name__)
 
 # Public locations of the two editions (McAuley lab). ``base_url`` replaces the part before the file name.
@@ -26,10 +28,6 @@ EDITIONS = {
         "files": ("categoryFilesSmall/{cat}_5.json.gz", "metaFiles2/meta_{cat}.json.gz"),
     },
 }
-
-
-class FetchError(RuntimeError):
-    pass
 
 
 def _verify_gzip(path: Path) -> None:

@@ -16,27 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coldlabel.config import DataSettings
-from retrieval.formats import LineProblems, Meta, Review, find_raw_files, read_meta, read_reviews
-from retrieval.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace, file_hash
+from coldlabel.data.formats import LineProblems, Meta, Review, find_raw_files, read_metadata, read_reviews
+from coldlabel.data.stats import compute_stats
+from coldlabel.data.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace, file_hash
+from coldlabel.errors import DataError
 
 log = logging.getLogger(__name__)
 
 PREPARE_VERSION = "1"  # bump when the processed format or the rules change: forces a rebuild
-
-TABLE_ROWS = (
-    "Effective interactions (final)",
-    "Training interactions (time split)",
-    "Test interactions (time split)",
-    "Training positives / weak positives",
-    "Test positives / weak positives",
-    "Cold items",
-    "Cold users",
-    "Cold-item ratio in unique test items",
-    "Users in training split",
-    "Users in test split",
-    "Users appearing in both splits",
-)
-
 
 @dataclass(frozen=True)
 class PrepareResult:
@@ -81,29 +68,6 @@ def split_taxonomy(path: tuple[str, ...], cfg: DataSettings) -> tuple[str, str]:
     return category, sub
 
 
-def compute_stats(train: list[tuple], test: list[tuple]) -> dict[str, float]:
-    """The rows of thesis Table 3.1/3.2 from split rows ``(user, item, weight)``; weight > 0 is a positive."""
-    train_users = {u for u, _, _ in train}
-    test_users = {u for u, _, _ in test}
-    train_items = {i for _, i, _ in train}
-    test_items = {i for _, i, _ in test}
-    cold_items = test_items - train_items
-    values = [
-        len(train) + len(test),
-        len(train),
-        len(test),
-        sum(1 for *_, w in train if w > 0),
-        sum(1 for *_, w in test if w > 0),
-        len(cold_items),
-        len(test_users - train_users),
-        round(100.0 * len(cold_items) / max(len(test_items), 1), 2),
-        len(train_users),
-        len(test_users),
-        len(train_users & test_users),
-    ]
-    return dict(zip(TABLE_ROWS, values))
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -140,7 +104,7 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
 
     files = find_raw_files(ws.raw)
     problems = LineProblems()
-    metas: dict[str, Meta] = {m.asin: m for m in read_meta(files.meta, problems, cfg.description_chars)}
+    metas: dict[str, Meta] = {m.asin: m for m in read_metadata(files.meta, problems, cfg.description_chars)}
     raw_reviews = list(read_reviews(files.reviews, problems))
     if problems.total:
         log.warning("%s: %d malformed lines skipped (first: %s); see processed/report.json",
@@ -159,7 +123,7 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
             seen.add((r.user, r.item))
             reviews.append(r)
     if not reviews:
-        raise ValueError(f"{files.reviews}: no usable interactions (malformed {problems.total}, "
+        raise DataError(f"{files.reviews}: no usable interactions (malformed {problems.total}, "
                          f"without metadata {no_meta})")
 
     train, test = time_split(reviews, cfg.train_ratio)

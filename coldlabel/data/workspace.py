@@ -28,14 +28,13 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
+
+from coldlabel.errors import WorkspaceError
 
 PATH_SEP = " > "
+T = TypeVar("T")
 INTERACTION_COLUMNS = ("user", "item", "user_idx", "item_idx", "ts", "rating", "weight")
-
-
-class WorkspaceError(RuntimeError):
-    """A missing or corrupted workspace artefact; the message says which file and what to run."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,13 @@ def file_hash(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cold_items(train_items: Iterable[T], test_items: Iterable[T]) -> set[T]:
+    """THE definition of a cold item in coldlabel: it appears in the test split and never in the training
+    split, at any rating (a 1-star training review still gives an ID model something to learn from).
+    Statistics, candidate listings, run reports and the trainer's cold/warm split all call this."""
+    return set(test_items) - set(train_items)
 
 
 def subcategory_name(subcategory_id: str, levels: tuple[int, int] = (3, 4)) -> str:
@@ -129,6 +135,11 @@ class Workspace:
         return self.read_json("mappings.json")
 
     @cached_property
+    def user_ids(self) -> dict[int, str]:
+        """user_idx -> reviewerID."""
+        return {idx: uid for uid, idx in self.mappings["user2idx"].items()}
+
+    @cached_property
     def items(self) -> list[Item]:
         """All items, indexed by ``item_idx`` (``items[i].idx == i``)."""
         path = self._need(self.processed / "items.jsonl")
@@ -177,6 +188,5 @@ class Workspace:
 
     @cached_property
     def cold_items(self) -> set[int]:
-        """Strict cold items: in the test split, never in the training split."""
-        train_items = {x.item_idx for x in self.train}
-        return {x.item_idx for x in self.test} - train_items
+        """Strict cold items, by :func:`cold_items` (the one definition every command uses)."""
+        return cold_items((x.item_idx for x in self.train), (x.item_idx for x in self.test))

@@ -11,14 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from coldlabel.config import ConfigError, Settings
-from retrieval.workspace import Workspace, WorkspaceError
-
-
-class RunError(RuntimeError):
-    """A run-level problem the user can act on (the message says what to do)."""
-
+from coldlabel.config import Settings
+from coldlabel.data.workspace import Workspace
+from coldlabel.errors import RunError, WorkspaceError
+from coldlabel.store import Run, RunProgress, Store
+from labeler.prompts import version_tag
 
 # ---- dataset facts (read without loading the candidate space) -----------------------------------
 
@@ -30,22 +29,31 @@ def dataset_fingerprint(settings: Settings, dataset: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def dataset_users(settings: Settings, dataset: str, limit: int | None = None) -> list[tuple[int, str]]:
-    """(user_idx, user_id) of the users with a training history, by index (``CandidateSpace.users()``),
-    the first ``limit`` of them."""
+def dataset_users(settings: Settings, dataset: str, limit: int | None = None,
+                  only: Sequence[int] | None = None) -> list[tuple[int, str]]:
+    """(user_idx, user_id) of the users with a training history, by index (``CandidateSpace.users()``):
+    the first ``limit`` of them, or those of ``only`` (a user without a history is refused by name)."""
     ws = Workspace.of(settings.data.root, dataset)
-    ids = {idx: uid for uid, idx in ws.mappings["user2idx"].items()}
+    ids = ws.user_ids
     users = sorted(u for u, seq in ws.sequences.items() if seq)
+    if only is not None:
+        labelable = set(users)
+        missing = [u for u in only if u not in labelable]
+        if missing:
+            raise RunError(f"dataset {dataset!r}: user(s) {missing[:5]} have no training history to label")
+        users = sorted(set(only))
     if limit is not None:
         users = users[:limit]
     return [(u, ids[u]) for u in users]
 
 
+def add_users(store: Store, settings: Settings, run_id: str, users: Sequence[int]) -> int:
+    """Add users to an existing run (``label user`` on a new user); returns how many were new."""
+    run = store.get_run(run_id)
+    return store.add_users(run_id, dataset_users(settings, run.dataset, only=users))
+
+
 def prompt_version(settings: Settings) -> str:
-    try:
-        from labeler.prompts import version_tag
-    except ImportError:
-        return settings.labeler.prompt_version
     return version_tag(settings.labeler.prompt_version)
 
 
@@ -58,13 +66,14 @@ class Enqueued:
     takeover: list[int]  # users found 'running': their old owner is presumed gone
 
 
-def start_run(store, settings: Settings, dataset: str, *, users: int | None = None,
-              endpoint: str | None = None, name: str = "", run_id: str | None = None):
+def start_run(store: Store, settings: Settings, dataset: str, *, users: int | None = None,
+              only: Sequence[int] | None = None, endpoint: str | None = None, name: str = "",
+              run_id: str | None = None) -> Run:
     """Create a run (config, model, prompt version, dataset fingerprint) and register its users."""
     endpoint = endpoint or settings.labeler.endpoint
     ep = settings.endpoint(endpoint)  # ConfigError naming the known endpoints
     fingerprint = dataset_fingerprint(settings, dataset)
-    chosen = dataset_users(settings, dataset, users)
+    chosen = dataset_users(settings, dataset, users, only)
     if not chosen:
         raise RunError(f"dataset {dataset!r} has no user with a training history to label")
     config = settings.model_dump(exclude={"endpoints", "store", "workers"})
@@ -76,7 +85,7 @@ def start_run(store, settings: Settings, dataset: str, *, users: int | None = No
     return run
 
 
-def prepare_resume(store, settings: Settings, run_id: str, *, endpoint: str | None = None,
+def prepare_resume(store: Store, settings: Settings, run_id: str, *, endpoint: str | None = None,
                    retry_dead: bool = True) -> Enqueued:
     """Make the run active again (switching endpoint if asked) and list the users still to label."""
     run = store.get_run(run_id)
@@ -98,34 +107,18 @@ def prepare_resume(store, settings: Settings, run_id: str, *, endpoint: str | No
     return enq
 
 
-def cancel_run(store, run_id: str) -> None:
+def cancel_run(store: Store, run_id: str) -> None:
     """Tasks of a cancelled run return without an LLM call (their claim fails); resume re-activates it."""
     store.get_run(run_id)
     store.set_run_status(run_id, "cancelled")
-
-
-def enqueue(settings: Settings, run_id: str, users: list[int], takeover: list[int] = ()) -> int:
-    """One Celery message per user, sent over one producer connection."""
-    from workers.app import configure
-    from workers.tasks import label_user_task, task_id
-
-    if not settings.workers.broker_url:
-        raise ConfigError("workers.broker_url is empty: there is no queue; use --inline or set the broker URL")
-    app = configure(settings)
-    takeover = set(takeover)
-    with app.producer_or_acquire() as producer:
-        for user_idx in users:
-            label_user_task.apply_async((run_id, user_idx), {"takeover": user_idx in takeover},
-                                        task_id=task_id(run_id, user_idx), producer=producer)
-    return len(users)
 
 
 # ---- status ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RunStatus:
-    run: object          # labeler.store.Run
-    progress: object     # labeler.store.RunProgress
+    run: Run
+    progress: RunProgress
     stages: int          # stage results stored
     fallback_stages: int
     errors: list[tuple[int, str, str]]  # (user_idx, status, last_error) of failed/dead users, a few
@@ -147,22 +140,11 @@ class RunStatus:
         return (p.totals.prompt_tokens + p.totals.completion_tokens) / seconds
 
 
-def run_status(store, run_id: str, max_errors: int = 5) -> RunStatus:
-    import sqlalchemy as sa
-
-    from labeler.store import run_users, stage_results
-
+def run_status(store: Store, run_id: str, max_errors: int = 5) -> RunStatus:
     run = store.get_run(run_id)
-    progress = store.run_progress(run_id)
-    with store.engine.connect() as conn:
-        stages, fallbacks = conn.execute(
-            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.cast(stage_results.c.used_fallback, sa.Integer)), 0))
-            .where(stage_results.c.run_id == run_id)).one()
-        errors = conn.execute(
-            sa.select(run_users.c.user_idx, run_users.c.status, run_users.c.last_error)
-            .where(run_users.c.run_id == run_id, run_users.c.status.in_(("failed", "dead")))
-            .order_by(run_users.c.user_idx).limit(max_errors)).all()
-    return RunStatus(run, progress, int(stages), int(fallbacks), [tuple(e) for e in errors])
+    summary = store.stage_summary(run_id)
+    return RunStatus(run, store.run_progress(run_id), sum(s["answers"] for s in summary.values()),
+                     sum(s["fallbacks"] for s in summary.values()), store.user_errors(run_id, max_errors))
 
 
 # ---- export ---------------------------------------------------------------------------------------
@@ -171,7 +153,7 @@ EDGE_COLUMNS = ("user", "user_idx", "item", "item_idx", "weight", "score", "subc
 TRIPLET_COLUMNS = ("user", "user_idx", "pos_item", "pos_idx", "neg_item", "neg_idx", "weight", "from_fallback")
 
 
-def export_run(store, run_id: str, out_dir: Path) -> dict[str, int]:
+def export_run(store: Store, run_id: str, out_dir: Path) -> dict[str, int]:
     """Write edges.tsv, triplets.tsv and run.json (the run's record) under ``out_dir``; returns row counts."""
     run = store.get_run(run_id)
     out_dir = Path(out_dir)

@@ -1,45 +1,24 @@
-"""``coldlabel label user``: label one user in the foreground and show every stage's answer."""
+"""``coldlabel label user`` (one user in the foreground, every stage's answer shown) and ``label report``."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
-from typing import Iterator, Optional
-from urllib.parse import urlparse
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from coldlabel.cli import settings_from
-from coldlabel.config import Settings
-
-console = Console()
-
-
-@contextlib.contextmanager
-def local_endpoint(settings: Settings, endpoint: str | None = None) -> Iterator[None]:
-    """Start the packaged llama.cpp server when the endpoint is the embedded local one and nobody serves it.
-
-    Other endpoints (vLLM, hosted, a local server someone already runs) are left as they are.
-    """
-    from labeler.local_server import start_local_server
-
-    ep = settings.endpoint(endpoint)
-    url = urlparse(ep.base_url)
-    if ep.dialect != "llamacpp" or url.hostname not in ("127.0.0.1", "localhost"):
-        yield
-        return
-    log_path = Path(settings.data.root) / "llm-server.log"
-    server = start_local_server(url.port or 80, ep.model, log_path)
-    try:
-        yield
-    finally:
-        server.stop()
+from coldlabel.cli.common import console, open_store, settings_from
+from coldlabel.data.workspace import Workspace
+from coldlabel.errors import RunNotFound
+from labeler.lifecycle import process_user, replay_user, worker_name
+from labeler.local_server import local_endpoint
+from labeler.pipeline import UserOutcome
+from labeler.report import write_report
+from labeler.runs import add_users, prepare_resume, start_run
 
 
-def _user_idx(space, who: str) -> int:
-    mapping = space.ws.mappings["user2idx"]
+def _user_idx(ws: Workspace, who: str) -> int:
+    mapping = ws.mappings["user2idx"]
     if who in mapping:
         return mapping[who]
     if who.isdigit() and int(who) < len(mapping):
@@ -54,41 +33,34 @@ def label_user_command(
     endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name (default labeler.endpoint)."),
     run: str = typer.Option("interactive", "--run", help="Run id to store the stages and labels under."),
 ) -> None:
-    """Run the five stages for one user and print each answer, what was filtered, and the labels."""
-    from labeler import pipeline, prompts
-    from labeler.client import EndpointError
-    from labeler.store import RunNotFound, Store
+    """Run the five stages for one user and print each answer, what was filtered, and the labels.
 
+    The user is labeled inside run ``--run`` through the same claim → label → finish path as any worker;
+    a user labeled before is shown again from the stored stages, without new calls."""
     settings = settings_from(ctx)
     name = endpoint or settings.labeler.endpoint
-    ep = settings.endpoint(name)
-    store = Store(settings.store_url())
-    space = pipeline.load_space(settings, dataset)
-    idx = _user_idx(space, user)
+    ws = Workspace.of(settings.data.root, dataset)
+    idx = _user_idx(ws, user)
+    store = open_store(settings)
     try:
-        store.get_run(run)
+        existing = store.get_run(run)
     except RunNotFound:
-        store.create_run(run_id=run, name=run, dataset=dataset, endpoint=name, model=ep.model,
-                         prompt_version=prompts.version_tag(settings.labeler.prompt_version),
-                         config=settings.model_dump(exclude={"endpoints"}))
-    store.add_users(run, [(idx, space.user_ids[idx])])
-
-    async def go():
-        ctx_ = pipeline.open_context(settings, dataset, name, store=store)
-        async with ctx_.client:
-            return await pipeline.label_user(ctx_, run, idx)
-
-    try:
+        existing = start_run(store, settings, dataset, only=[idx], endpoint=name, name=run, run_id=run)
+    else:
+        if existing.dataset != dataset:
+            raise typer.BadParameter(f"run {run!r} labels dataset {existing.dataset!r}, not {dataset!r}")
+        add_users(store, settings, run, [idx])
+        prepare_resume(store, settings, run, endpoint=name if name != existing.endpoint else None)
+    if store.get_user(run, idx).status == "done":  # shown again from its stored stages, without new calls
+        outcome = replay_user(settings, run, idx)
+    else:
         with local_endpoint(settings, name):
-            outcome = asyncio.run(go())
-    except EndpointError as exc:
-        console.print(f"[red]endpoint error:[/] {exc}")
-        raise typer.Exit(1)
-    store.finish_user(run, idx, outcome.counters)
+            outcome = process_user(settings, run, idx, worker=worker_name("label-user"), takeover=True,
+                                   final_attempt=True).outcome
     show_outcome(outcome)
 
 
-def show_outcome(outcome) -> None:
+def show_outcome(outcome: UserOutcome) -> None:
     table = Table(title=f"user {outcome.user_id} (#{outcome.user_idx})")
     for col in ("stage", "part", "answer", "invalid", "how"):
         table.add_column(col, overflow="fold")
@@ -123,16 +95,9 @@ def report_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory (default <data.root>/<dataset>/reports/<run>)."),
 ) -> None:
     """Write a Markdown + HTML report of a run, with plots."""
-    from labeler.report import write_report
-    from labeler.store import RunNotFound, Store
-
     settings = settings_from(ctx)
-    store = Store(settings.store_url())
-    try:
-        run = store.get_run(run_id)
-    except RunNotFound as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1)
+    store = open_store(settings)
+    run = store.get_run(run_id)
     out = out or Path(settings.data.root) / run.dataset / "reports" / run_id
     path = write_report(store, run_id, settings, out)
     console.print(f"report: {path} (and report.html beside it)")

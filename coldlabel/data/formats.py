@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
+from coldlabel.errors import DataError
+
 GZIP_MAGIC = b"\x1f\x8b"
 _SPACES = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]+>")
@@ -76,19 +78,19 @@ def open_text(path: Path) -> IO[str]:
 def find_raw_files(raw_dir: Path) -> RawFiles:
     """Locate one reviews file and its metadata file in ``raw_dir`` and tell which edition they are."""
     if not raw_dir.is_dir():
-        raise FileNotFoundError(f"no raw data directory {raw_dir}; run `coldlabel data synth` or `coldlabel data fetch`")
+        raise DataError(f"no raw data directory {raw_dir}; run `coldlabel data synth` or `coldlabel data fetch`")
     names = sorted(p.name for p in raw_dir.iterdir() if p.is_file())
     pattern = re.compile(r"^(reviews_)?(?P<cat>.+?)_5\.json(\.gz)?$")
     reviews = [(n, pattern.match(n)) for n in names if pattern.match(n)]
     if len(reviews) != 1:
-        raise FileNotFoundError(
+        raise DataError(
             f"expected exactly one reviews file (reviews_<Cat>_5.json[.gz] or <Cat>_5.json[.gz]) in {raw_dir}, "
             f"found {[n for n, _ in reviews] or 'none'}")
     name, match = reviews[0]
     category = match.group("cat")
     metas = [n for n in names if re.fullmatch(rf"meta_{re.escape(category)}\.json(\.gz)?", n)]
     if not metas:
-        raise FileNotFoundError(f"no metadata file meta_{category}.json[.gz] in {raw_dir} for {name}")
+        raise DataError(f"no metadata file meta_{category}.json[.gz] in {raw_dir} for {name}")
     edition = "2014" if name.startswith("reviews_") else "2018"
     return RawFiles(raw_dir / name, raw_dir / metas[0], edition, category)
 
@@ -155,7 +157,7 @@ def read_reviews(path: Path, problems: LineProblems) -> Iterator[Review]:
             yield Review(user, item, rating, ts)
 
 
-def read_meta(path: Path, problems: LineProblems, description_chars: int) -> Iterator[Meta]:
+def read_metadata(path: Path, problems: LineProblems, description_chars: int) -> Iterator[Meta]:
     with open_text(path) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():

@@ -2,39 +2,20 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from retrieval.data_cli import data_app  # noqa: F401  (re-exported for coldlabel/cli.py)
-from retrieval.workspace import Workspace, WorkspaceError
+from coldlabel.cli.common import console, int_list, workspace
+from coldlabel.config import Settings
+from coldlabel.data.workspace import Workspace
+from retrieval.build import build
+from retrieval.index import CandidateIndex, candidate_recall
 
-retrieval_app = typer.Typer(no_args_is_help=True)
-console = Console()
-
-
-def _workspace(ctx: typer.Context, dataset: str):
-    from coldlabel.cli import settings_from
-
-    settings = settings_from(ctx)
-    return Workspace.of(settings.data.root, dataset), settings
+app = typer.Typer(no_args_is_help=True)
 
 
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise typer.BadParameter(f"{what}: expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise typer.BadParameter(f"{what}: empty list")
-    return values
-
-
-def build_with_progress(ws: Workspace, settings, force: bool = False) -> None:
+def build_with_progress(ws: Workspace, settings: Settings, force: bool = False) -> None:
     """``retrieval.build.build`` with progress bars and a one-line summary (also used by ``coldlabel demo``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from retrieval.build import build
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[note]}"), console=console) as bar:
         tasks: dict[str, int] = {}
@@ -63,24 +44,18 @@ def build_with_progress(ws: Workspace, settings, force: bool = False) -> None:
                   f"{lv['n_leaves']:,} leaves (largest {lv['max_leaf']})")
 
 
-@retrieval_app.command("build")
+@app.command("build")
 def build_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
     force: bool = typer.Option(False, "--force", help="Rebuild every stage (the encoder cache is still used)."),
 ) -> None:
     """MiniLM content vectors -> Two-Tower -> FAISS index -> leaves (cached per stage)."""
-    from retrieval.encoder import EncoderError
-
-    ws, settings = _workspace(ctx, dataset)
-    try:
-        build_with_progress(ws, settings, force=force)
-    except (WorkspaceError, EncoderError, ValueError) as exc:
-        console.print(f"[red]build failed:[/] {exc}")
-        raise typer.Exit(1)
+    ws, settings = workspace(ctx, dataset)
+    build_with_progress(ws, settings, force=force)
 
 
-@retrieval_app.command("candidates")
+@app.command("candidates")
 def candidates_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d"),
@@ -89,24 +64,21 @@ def candidates_command(
     show: int = typer.Option(10, "--show", help="Candidates printed per user."),
 ) -> None:
     """Top-M unseen Two-Tower candidates for some users."""
-    from retrieval.index import CandidateIndex
-
-    ws, settings = _workspace(ctx, dataset)
-    user_idxs = _int_list(users, "--users")
+    ws, settings = workspace(ctx, dataset)
+    user_idxs = int_list(users, "--users")
     m = m or settings.retrieval.candidates
-    try:
-        index = CandidateIndex.load(ws, settings)
-        ids, scores = index.search(user_idxs, m)
-        items = ws.items
-        taxonomy = ws.taxonomy["item_subcategory"]
-    except (WorkspaceError, IndexError) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1)
-    cold = {i for i, n in enumerate(_train_counts(ws, len(items))) if n == 0}
+    index = CandidateIndex.load(ws, settings)
+    n_users = len(index.user_vectors)
+    if any(u < 0 or u >= n_users for u in user_idxs):
+        raise typer.BadParameter(f"--users: user indices run from 0 to {n_users - 1}")
+    ids, scores = index.search(user_idxs, m)
+    items = ws.items
+    taxonomy = ws.taxonomy["item_subcategory"]
+    cold = ws.cold_items
     for u, row_ids, row_scores in zip(user_idxs, ids, scores):
         found = int((row_ids >= 0).sum())
         table = Table(title=f"user {u}: {found} candidates (showing {min(show, found)})")
-        for col in ("rank", "item", "score", "title", "subcategory", "no train"):
+        for col in ("rank", "item", "score", "title", "subcategory", "cold"):
             table.add_column(col)
         for rank, (i, s) in enumerate(zip(row_ids[:show], row_scores[:show]), 1):
             if i < 0:
@@ -116,30 +88,15 @@ def candidates_command(
         console.print(table)
 
 
-def _train_counts(ws: Workspace, n_items: int) -> list[int]:
-    counts = [0] * n_items
-    for x in ws.train:
-        if x.weight > 0:
-            counts[x.item_idx] += 1
-    return counts
-
-
-@retrieval_app.command("recall")
+@app.command("recall")
 def recall_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d"),
     m: str = typer.Option("50,200,500,1000,2000", "--m", help="Comma-separated M values."),
 ) -> None:
     """Candidate recall@M (cold / warm) of the Two-Tower beside popularity and content-only baselines."""
-    from retrieval.index import candidate_recall
-
-    ws, settings = _workspace(ctx, dataset)
-    ms = _int_list(m, "--m")
-    try:
-        report = candidate_recall(ws, settings, ms)
-    except WorkspaceError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1)
+    ws, settings = workspace(ctx, dataset)
+    report = candidate_recall(ws, settings, int_list(m, "--m"))
     console.print(recall_table(report))
     console.print(f"written to {ws.retrieval / 'recall.json'}")
 

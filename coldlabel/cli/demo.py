@@ -8,12 +8,18 @@ and retrieval artefacts are reused, finished users are skipped, and answered LLM
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
-from coldlabel.cli import settings_from
-from retrieval.workspace import Workspace
+from coldlabel.cli.common import console, open_store, settings_from
+from coldlabel.cli.data import print_stats
+from coldlabel.cli.label import run_inline_with_progress
+from coldlabel.cli.retrieval import build_with_progress
+from coldlabel.data import synth
+from coldlabel.data.prepare import prepare
+from coldlabel.data.workspace import Workspace
+from labeler.report import write_report
+from labeler.runs import export_run, prepare_resume, start_run
 
-console = Console()
+app = typer.Typer(add_completion=False)
 
 # The demo's starting values (a file, env var or --set still wins): the packaged SmolLM2-135M on 2 CPU
 # cores answers a thesis-sized user (8 subcategories x 80 candidates) in 2-3 minutes; this is ~30-60 s.
@@ -27,6 +33,7 @@ DEMO_DEFAULTS = [
 ]
 
 
+@app.command(help="Run the main job end to end on the embedded default.")
 def demo_command(
     ctx: typer.Context,
     preset: str = typer.Option("small", "--preset", help="Synthetic preset: tiny | small | beauty | health"),
@@ -35,14 +42,6 @@ def demo_command(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Synthesize -> prepare -> retrieval -> label (inline, local LLM) -> export -> report."""
-    from labeler.report import write_report
-    from retrieval import synth
-    from retrieval.cli import build_with_progress
-    from retrieval.data_cli import _print_stats
-    from retrieval.prepare import prepare
-    from workers.cli import _open_store, run_inline_with_progress
-    from workers.runs import export_run, prepare_resume, start_run
-
     settings = settings_from(ctx, command_defaults=DEMO_DEFAULTS)
     ws = Workspace.of(settings.data.root, dataset)
 
@@ -54,13 +53,13 @@ def demo_command(
 
     console.rule("[bold]2/6 prepare")
     prepare(ws, settings.data)
-    _print_stats(ws, compare=None)
+    print_stats(ws, compare=None)
 
     console.rule("[bold]3/6 retrieval: MiniLM → Two-Tower → FAISS → leaves")
     build_with_progress(ws, settings)
 
     console.rule(f"[bold]4/6 label {users} users inline on endpoint '{settings.labeler.endpoint}'")
-    store = _open_store(settings)
+    store = open_store(settings)
     run_id = f"demo-{dataset}-{users}"
     existing = {r.id for r in store.list_runs(dataset=dataset)}
     if run_id not in existing:

@@ -4,7 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from tests.support.trainer_toy import COLD, toy_data
-from trainer.batches import NegativeSampler, fitting_users, gather, windows
+from trainer.batches import (
+    NegativeSampler,
+    fitting_users,
+    gather,
+    trim,
+    user_batches,
+    windows,
+)
 from trainer.dataset import Ragged, make_training_data
 
 
@@ -60,3 +67,18 @@ def test_sampler_keeps_the_excluded_positive_out():
     assert not (out == exclude[:, None]).any()
     out_all = NegativeSampler(td).sample(users, 34, np.random.default_rng(1), exclude=exclude)
     assert not (out_all == exclude[:, None]).any()  # also in the uniform top-up
+
+
+def test_bucketed_epoch_visits_every_user_once_in_similar_length_batches():
+    td = toy_data()
+    users = fitting_users(td)
+    batches = list(user_batches(users, 8, np.random.default_rng(0), td.fit.lengths, pool=2))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == sorted(users.tolist()) and all(len(b) <= 8 for b in batches)
+    spread = np.mean([np.ptp(td.fit.lengths[b]) for b in batches])
+    plain = list(user_batches(users, 8, np.random.default_rng(0)))
+    assert spread < np.mean([np.ptp(td.fit.lengths[b]) for b in plain])
+    assert [b.tolist() for b in user_batches(users, 8, np.random.default_rng(0), td.fit.lengths, pool=2)] == \
+        [b.tolist() for b in batches]  # seeded
+    assert trim(np.array([[0, 0, 3], [0, 2, 5]])).tolist() == [[0, 3], [2, 5]]
+    assert trim(np.zeros((2, 4), dtype=int), keep=2).shape == (2, 2)

@@ -43,11 +43,36 @@ def windows(rg: Ragged, rows: np.ndarray, length: int) -> np.ndarray:
     return np.where(valid, rg.values[np.clip(src, 0, len(rg.values) - 1)].astype(np.int64) + 1, 0)
 
 
-def user_batches(users: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """One epoch of users, shuffled by ``rng``, in chunks of ``batch_size``."""
+def trim(tokens: np.ndarray, keep: int = 1) -> np.ndarray:
+    """Drop leading columns that are padding in every row (at least ``keep`` columns stay). Positions are
+    counted from the right, so this changes no result, only the work done on padding."""
+    real = (tokens > 0).any(axis=0)
+    first = int(np.argmax(real)) if real.any() else tokens.shape[1] - keep
+    return tokens[:, min(first, tokens.shape[1] - keep):]
+
+
+def user_batches(users: np.ndarray, batch_size: int, rng: np.random.Generator, lengths: np.ndarray | None = None,
+                 pool: int = 16) -> Iterator[np.ndarray]:
+    """One epoch of users in chunks of ``batch_size``, shuffled by ``rng``.
+
+    With ``lengths`` (per user index): bucketed shuffling. The shuffled users are cut into pools of
+    ``pool`` batches, each pool is sorted by length and cut into batches, and the order of all batches is
+    shuffled. Every user is still visited exactly once per epoch in random company, but a batch holds
+    similar lengths, so trimmed windows carry little padding (~4x less work on short-history data).
+    """
     order = rng.permutation(np.asarray(users, dtype=np.int64))
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    if lengths is None:
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
+        return
+    batches = []
+    span = batch_size * pool
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    for b in rng.permutation(len(batches)):
+        yield batches[b]
 
 
 def fitting_users(td: TrainingData) -> np.ndarray:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from trainer.batches import gather, windows
+from trainer.batches import gather, trim, windows
 from trainer.dataset import CandidateSearch, EvalData, TrainingData
 from trainer.metrics import average, user_metrics
 from trainer.model import SeqModel
@@ -80,8 +80,8 @@ def full_catalog_search(td: TrainingData) -> CandidateSearch:
 @torch.no_grad()
 def model_scores(model: SeqModel, tokens: np.ndarray) -> np.ndarray:
     """``[B, n_items]`` scores over the catalog for left-padded histories."""
-    h = model.last_hidden(torch.as_tensor(tokens, dtype=torch.long))
-    return model.score_all(h).double().numpy()
+    h = model.last_hidden(torch.as_tensor(trim(tokens), dtype=torch.long))
+    return model.score_all(h).numpy()
 
 
 def evaluate(model: SeqModel | None, td: TrainingData, ev: EvalData, *, mode: str = "hybrid",
@@ -97,8 +97,11 @@ def evaluate(model: SeqModel | None, td: TrainingData, ev: EvalData, *, mode: st
         model.eval()
     per_user: dict[str, dict[str, list[np.ndarray]]] = {s: {} for s in SPLITS}
     pooled = {s: [0, 0] for s in SPLITS}  # listed positives, positives
-    for start in range(0, len(ev.users), batch):
-        users = ev.users[start:start + batch]
+    lengths = td.sequences.lengths[ev.users]
+    order = np.argsort(lengths, kind="stable")  # similar lengths per batch: little padding (averages ignore order)
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        users = ev.users[rows]
         b = len(users)
         ids, tw = search(users, m)
         valid = ids >= 0
@@ -107,7 +110,7 @@ def evaluate(model: SeqModel | None, td: TrainingData, ev: EvalData, *, mode: st
             all_scores = model_scores(model, windows(td.sequences, users, max_len))
             sas = np.where(valid, np.take_along_axis(all_scores, np.clip(ids, 0, None), axis=1), -np.inf)
         scores = np.where(valid, fuse(sas, tw, mode, alpha), -np.inf)
-        owner, items = gather(ev.positives, np.arange(start, start + b))
+        owner, items = gather(ev.positives, rows)
         code = np.zeros((b, td.n_items), dtype=np.int8)  # 1 warm positive, 2 cold positive
         code[owner, items] = np.where(td.cold[items], 2, 1)
         listed = np.where(valid, code[np.arange(b)[:, None], np.clip(ids, 0, None)], 0)
@@ -136,9 +139,10 @@ def validation_ndcg(model: SeqModel, td: TrainingData, k: int = 10, max_len: int
     """Mean NDCG@k of each valid user's held-out last training item, ranked by the model over the whole
     warm catalog minus the user's other training items (cold items are excluded: no validation target can
     be cold). Uses only training data."""
-    users, targets = td.val_users, td.val_targets
-    if not len(users):
+    if not len(td.val_users):
         return 0.0
+    order = np.argsort(td.fit.lengths[td.val_users], kind="stable")
+    users, targets = td.val_users[order], td.val_targets[order]
     model.eval()
     parts = []
     for start in range(0, len(users), batch):

@@ -34,7 +34,7 @@ import torch
 
 from trainer import losses
 from trainer.baselines import BERT4Rec, GRU4Rec
-from trainer.batches import NegativeSampler, fitting_users, user_batches, windows
+from trainer.batches import NegativeSampler, fitting_users, trim, user_batches, windows
 from trainer.config import TrainConfig
 from trainer.dataset import Labels, TrainingData
 from trainer.evaluate import validation_ndcg
@@ -145,8 +145,8 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
         started = time.perf_counter()
         model.train()
         sums = {"main": 0.0, "sim": 0.0, "pair": 0.0, "total": 0.0}
-        for step, batch in enumerate(user_batches(users, cfg.batch_size, rng), 1):
-            window = torch.as_tensor(windows(td.fit, batch, cfg.max_len + 1))
+        for step, batch in enumerate(user_batches(users, cfg.batch_size, rng, td.fit.lengths), 1):
+            window = torch.as_tensor(trim(windows(td.fit, batch, cfg.max_len + 1), keep=2))
             inputs, targets = model.train_inputs(window, rng)
             negatives = torch.as_tensor(sampler.sample(batch, cfg.negatives, rng))
             main = losses.main_loss(model, model.encode(inputs), targets, negatives)
@@ -154,12 +154,12 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
             if sim_on:
                 idx = rng.choice(labels.n_edges, size=min(cfg.batch_size, labels.n_edges), replace=False)
                 u, items = labels.edge_users[idx], labels.edge_items[idx]
-                hist, neg, pos = _as_tensors(windows(td.fit, u, cfg.max_len),
+                hist, neg, pos = _as_tensors(trim(windows(td.fit, u, cfg.max_len)),
                                              sampler.sample(u, cfg.negatives, rng, exclude=items), items)
                 sim = losses.sim_loss(model, hist, pos, neg, edge_w[idx])
             if pair_on:
                 idx = rng.choice(labels.n_triplets, size=min(cfg.batch_size, labels.n_triplets), replace=False)
-                hist, pos, neg = _as_tensors(windows(td.fit, labels.trip_users[idx], cfg.max_len),
+                hist, pos, neg = _as_tensors(trim(windows(td.fit, labels.trip_users[idx], cfg.max_len)),
                                              labels.trip_pos[idx], labels.trip_neg[idx])
                 pair = losses.pair_loss(model, hist, pos, neg, trip_w[idx])
             total = objective.total(main, sim, pair)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 MODELS = ("sasrec", "gru4rec", "bert4rec")
 RERANK_MODES = ("sas", "tw", "hybrid")
@@ -51,14 +52,14 @@ class TrainConfig:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> "TrainConfig":
+    def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown trainer settings {unknown}")
         return cls(**{**dict(values), **overrides})
 
-    def with_(self, **changes: Any) -> "TrainConfig":
+    def with_(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

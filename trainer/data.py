@@ -21,11 +21,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from coldlabel.config import load_settings as _load_settings
 from retrieval import build
-from retrieval.index import CandidateIndex, recall_at, recall_targets, seen_items, vector_retriever
+from retrieval.index import (
+    CandidateIndex,
+    recall_at,
+    recall_targets,
+    seen_items,
+    vector_retriever,
+)
 from retrieval.workspace import Workspace
 from trainer.config import TrainConfig
-from trainer.dataset import EvalData, Labels, Ragged, TrainingData, filter_labels, make_training_data
+from trainer.dataset import (
+    EvalData,
+    Labels,
+    Ragged,
+    TrainingData,
+    filter_labels,
+    make_training_data,
+)
 
 if TYPE_CHECKING:
     from coldlabel.config import Settings
@@ -37,7 +51,12 @@ def open_workspace(data_root: str | Path, dataset: str) -> Workspace:
     return Workspace.of(data_root, dataset)
 
 
-def train_config(settings: "Settings", **overrides) -> TrainConfig:
+def load_settings(config: str | Path | None = None, overrides: Iterable[str] = ()) -> Settings:
+    """The project's settings (defaults -> file -> env -> ``section.key=value`` overrides)."""
+    return _load_settings(config, list(overrides))
+
+
+def train_config(settings: Settings, **overrides) -> TrainConfig:
     """``[trainer]`` settings plus experiment switches (``use_sim=True``, ``model="gru4rec"``, ...)."""
     return TrainConfig.from_mapping(settings.trainer.model_dump(), **overrides)
 
@@ -50,7 +69,7 @@ def _fingerprint(ws: Workspace, *extra) -> str:
     return h.hexdigest()[:16]
 
 
-def load_training_data(ws: Workspace, settings: "Settings", neg_candidates: int = DEFAULT_NEG_CANDIDATES,
+def load_training_data(ws: Workspace, settings: Settings, neg_candidates: int = DEFAULT_NEG_CANDIDATES,
                        index: CandidateIndex | None = None) -> TrainingData:
     """Sequences, seen sets, strict cold items and each user's Two-Tower negative pool (training data only)."""
     index = index or CandidateIndex.load(ws, settings)
@@ -67,7 +86,7 @@ def load_training_data(ws: Workspace, settings: "Settings", neg_candidates: int 
                               _fingerprint(ws, neg_candidates))
 
 
-def load_eval_data(ws: Workspace, settings: "Settings", m: int | None = None,
+def load_eval_data(ws: Workspace, settings: Settings, m: int | None = None,
                    index: CandidateIndex | None = None) -> EvalData:
     """Test positives (weight > 0, not among the user's training items, users with a training history)
     and the Two-Tower search that evaluation re-ranks; ``m`` defaults to ``retrieval.candidates``."""
@@ -146,6 +165,10 @@ def _float(text: str) -> float:
         return float("nan")
 
 
+def _flag(text: str) -> bool:
+    return text.strip().lower() in ("1", "true")
+
+
 def _read_tsv(path: Path, columns: dict[str, tuple[str, type]]) -> dict[str, list]:
     """Columns by header name: {out_key: (tsv column, parser)}; a missing file reads as no rows."""
     out: dict[str, list] = {k: [] for k in columns}
@@ -165,12 +188,11 @@ def _read_tsv(path: Path, columns: dict[str, tuple[str, type]]) -> dict[str, lis
 def labels_from_tsv(ws: Workspace, td: TrainingData, export_dir: str | Path) -> Labels:
     """Labels from ``edges.tsv`` / ``triplets.tsv`` as written by ``export_run``, filtered and counted."""
     export_dir = Path(export_dir)
-    flag = lambda s: s.strip() in ("1", "true", "True")  # noqa: E731
     edges = _read_tsv(export_dir / "edges.tsv", {
         "user_id": ("user", str), "user_idx": ("user_idx", _int), "item_id": ("item", str),
-        "item_idx": ("item_idx", _int), "weight": ("weight", _float), "from_fallback": ("from_fallback", flag)})
+        "item_idx": ("item_idx", _int), "weight": ("weight", _float), "from_fallback": ("from_fallback", _flag)})
     triplets = _read_tsv(export_dir / "triplets.tsv", {
         "user_id": ("user", str), "user_idx": ("user_idx", _int), "pos_id": ("pos_item", str),
         "pos_idx": ("pos_idx", _int), "neg_id": ("neg_item", str), "neg_idx": ("neg_idx", _int),
-        "weight": ("weight", _float), "from_fallback": ("from_fallback", flag)})
+        "weight": ("weight", _float), "from_fallback": ("from_fallback", _flag)})
     return _labels(ws, td, edges, triplets, f"tsv:{export_dir}")

@@ -28,7 +28,7 @@ class Ragged:
 
     @classmethod
     def from_rows(cls, rows: Mapping[int, Sequence[int]] | Sequence[Sequence[int]], n_rows: int,
-                  dtype=np.int64) -> "Ragged":
+                  dtype=np.int64) -> Ragged:
         def get(u: int):
             row = rows.get(u) if isinstance(rows, Mapping) else (rows[u] if u < len(rows) else None)
             return np.asarray(() if row is None else row, dtype=dtype)
@@ -55,7 +55,7 @@ class Ragged:
         """The row of every value (``len(values)``), for vectorised scatters."""
         return np.repeat(np.arange(self.n_rows), self.lengths)
 
-    def drop_last(self, rows: np.ndarray) -> "Ragged":
+    def drop_last(self, rows: np.ndarray) -> Ragged:
         """The same rows with the last value of each row in ``rows`` removed."""
         keep = np.ones(len(self.values), dtype=bool)
         rows = np.asarray(rows, dtype=np.int64)
@@ -150,7 +150,7 @@ class Labels:
     counts: dict = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, source: str = "none") -> "Labels":
+    def empty(cls, source: str = "none") -> Labels:
         i, f = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         return cls(i, i, f, i, i, i, f, source, {})
 
@@ -206,7 +206,7 @@ def filter_labels(td: TrainingData, edges: Mapping[str, np.ndarray], triplets: M
         if "same_item" in reasons:
             code[(code == 0) & (items[0] == items[1])] = reasons.index("same_item")
         code[(code == 0) & ~(np.isfinite(weights) & (weights > 0))] = reasons.index("bad_weight")
-        counts[kind] = {"read": int(len(users)), **{r: int((code == i).sum()) for i, r in enumerate(reasons)}}
+        counts[kind] = {"read": len(users), **{r: int((code == i).sum()) for i, r in enumerate(reasons)}}
         keep = code == 0
         if "from_fallback" in cols:
             counts[kind]["kept_from_fallback"] = int(np.asarray(cols["from_fallback"], dtype=bool)[keep].sum())

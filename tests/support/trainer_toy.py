@@ -23,6 +23,5 @@ def toy_data(seed: int = 0, n_users: int = N_USERS, n_items: int = N_ITEMS, cold
 
 
 def toy_config(**changes) -> TrainConfig:
-    base = dict(max_len=8, batch_size=16, negatives=10, epochs=2, hidden=16, layers=1, heads=1, dropout=0.1,
-                lr=3e-3, patience=0)
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig(max_len=8, batch_size=16, negatives=10, epochs=2, hidden=16, layers=1, heads=1,
+                       dropout=0.1, lr=3e-3, patience=0).with_(**changes)

@@ -101,7 +101,8 @@ def test_experiment_grid_saves_results_and_skips_finished_runs(tiny, tmp_path):
     assert saved["summary"] == json.loads(json.dumps(report["summary"]))
     assert set(saved["summary"]) == set(settings) and len(saved["runs"]) == 10
     e0 = saved["summary"]["E0"]
-    assert set(e0) == {"candidates/hybrid", "candidates/sas"}
+    assert set(e0) == {"candidates/hybrid", "candidates/sas", "full/sas"}
+    assert set(saved["summary"]["E1"]) == {"candidates/hybrid", "candidates/sas"}
     assert set(saved["summary"]["GRU4Rec"]) == {"candidates/sas", "full/sas"}
     cell = e0["candidates/hybrid"]["cold"]["recall@20"]
     assert cell["n"] == 2 and cell["std"] >= 0 and 0 <= cell["mean"] <= 1

@@ -5,7 +5,7 @@ Settings follow thesis Table 5.1, plus the baselines:
 ==========  ========  =====  =====  =================================================================
 setting     model     sim    pair   views (catalog/rerank mode)
 ==========  ========  =====  =====  =================================================================
-E0          SASRec    -      -      candidates/<rerank_mode>; candidates/sas = ID-only SASRec
+E0          SASRec    -      -      candidates/<rerank_mode>; candidates/sas and full/sas = ID-only SASRec
 E1          SASRec    on     -      same (labels from the tree-constrained Stage 1-5 run)
 E2          SASRec    -      on     same
 E3          SASRec    on     on     same
@@ -56,7 +56,7 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("E0", "sasrec"),
+    Setting("E0", "sasrec", views=("candidates/config", "candidates/sas", "full/sas")),
     Setting("E1", "sasrec", use_sim=True),
     Setting("E2", "sasrec", use_pair=True),
     Setting("E3", "sasrec", use_sim=True, use_pair=True),

@@ -47,7 +47,7 @@ def test_padding_does_not_leak_into_the_representation():
     for model in (SASRec(40, max_len=8, hidden=16, layers=2), GRU4Rec(40, hidden=16), BERT4Rec(40, max_len=8, hidden=16)):
         model.eval()
         rows = [[3, 7, 1], [5, 2, 9, 11, 4]]
-        short, padded = _tokens(rows, 6), _tokens(rows, 8)  # BERT4Rec needs one free slot for [MASK]
+        short, padded = _tokens(rows, 5), _tokens(rows, 7)  # trimmed to the longest row, or padded
         assert torch.allclose(model.last_hidden(short), model.last_hidden(padded), atol=1e-5)
 
 
@@ -61,8 +61,11 @@ def test_bert4rec_sees_both_sides_and_masks_for_training():
     window = _tokens([[1, 2, 3, 4, 5, 6]] * 50, 9)
     inputs, targets = model.train_inputs(window, np.random.default_rng(0))
     masked = inputs == model.mask_token
-    assert masked.any(1).all() and not masked[:, :2].any()  # the two pads are never masked
+    assert inputs.shape[1] == 8 and masked.any(1).all() and not masked[:, :2].any()  # pads are never masked
     assert torch.equal(targets[masked], window[:, 1:][masked] - 1) and (targets[~masked] == -1).all()
+    short = _tokens([[1, 2, 3, 4, 5, 6]] * 50, 6)  # a trimmed window: every item stays a cloze target
+    inputs, targets = model.train_inputs(short, np.random.default_rng(0))
+    assert inputs.shape == short.shape and (targets >= 0).any(0).all()
 
 
 def test_scores_share_the_item_table():

@@ -11,7 +11,8 @@ embedding, and near-zero cold recall is the expected result.
   ``[MASK]`` token. Training is cloze: each real position is masked with probability ``mask_prob``, and the
   last real position when no other was. The loss predicts masked items against the user's sampled
   negatives, the same listwise CE as SASRec rather than the original full softmax. At inference a
-  ``[MASK]`` is appended after the history, and its hidden state scores the next item.
+  ``[MASK]`` is appended after the history (dropping the oldest item only when the history already
+  fills ``max_len``), and its hidden state scores the next item.
 
 The other baselines need no code of their own: Two-Tower alone is ``rerank_mode="tw"`` in
 :func:`trainer.evaluate.evaluate`, and ID-only SASRec is setting E0 (no labels).
@@ -63,7 +64,7 @@ class BERT4Rec(TransformerEncoder):
         self.mask_prob = mask_prob
 
     def train_inputs(self, window: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = window[:, 1:]
+        tokens = window[:, -self.max_len:]  # a trimmed window may be shorter than max_len: keep all of it
         real = (tokens > 0).numpy()
         masked = real & (rng.random(real.shape) < self.mask_prob)
         none = ~masked.any(1) & real.any(1)
@@ -75,4 +76,4 @@ class BERT4Rec(TransformerEncoder):
 
     def last_hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = torch.full((tokens.shape[0], 1), self.mask_token, dtype=tokens.dtype)
-        return self.encode(torch.cat([tokens[:, 1:], mask], dim=1))[:, -1]
+        return self.encode(torch.cat([tokens, mask], dim=1)[:, -self.max_len:])[:, -1]

@@ -108,6 +108,11 @@ def _as_tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
 
 def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt_dir: str | Path | None = None,
           hook: Hook = log_hook, resume: bool = True) -> TrainResult:
+    """Train ``cfg.model`` on ``td`` (plus ``labels`` for the switched-on label losses) and return the best
+    validation weights. With ``ckpt_dir``, checkpoint every epoch and (``resume``) continue from
+    ``last.pt`` there; a checkpoint of another config/data/labels raises :class:`CheckpointMismatch`.
+    ``hook(event, data)`` gets "start", "step" (epoch, step, steps), "epoch" (an :class:`EpochReport` as a
+    dict: main / sim / pair / total loss, val_ndcg, seconds, improved) and "end"."""
     labels = labels if labels is not None else Labels.empty()
     key = run_key(cfg, td, labels)
     torch.manual_seed(cfg.seed)

@@ -187,7 +187,8 @@ def main() -> None:
     ensure_dataset(Path(args.root), args.preset, settings)
     space = pipeline.load_space(settings, args.preset)
     users = space.users()[: args.users]
-    cap = f"{settings.labeler.top_k_subcategories} subcategories x {settings.labeler.max_candidates_per_subcategory} candidates"
+    lab = settings.labeler
+    cap = f"{lab.top_k_subcategories} subcategories x {lab.max_candidates_per_subcategory} candidates"
     print(f"## Labeler ({args.preset} preset, {cap})\n")
     with tempfile.TemporaryDirectory() as tmp:
         print(part_a(settings, args.preset, users, Path(tmp)) + "\n")

@@ -13,5 +13,6 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "faiss", "faiss.loader", "openai", "urllib3", "sentence_transformers", "filelock", "alembic"):
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "faiss", "faiss.loader", "openai", "urllib3",
+                  "sentence_transformers", "filelock", "alembic"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -21,7 +21,8 @@ from coldlabel.data.workspace import PATH_SEP, Item
 
 NO_PATH = "(no category)"
 _WORD = re.compile(r"[a-z][a-z'-]{2,}")
-_STOP = frozenset(["the", "and", "for", "with", "from", "that", "this", "your", "you", "our", "are", "not", "all", "new", "set", "pack", "count", "size", "oz", "ml", "fl", "per", "pcs", "piece", "pieces", "inch", "each", "one", "two", "three"])
+_STOP = frozenset("the and for with from that this your you our are not all new set pack count size oz ml fl per pcs "
+                  "piece pieces inch each one two three".split())
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from alembic.runtime.migration import MigrationContext
 from typer.testing import CliRunner
 
 from coldlabel import store as st
-from coldlabel.store import engine as store_engine
 from coldlabel.cli.db import app as db_app
+from coldlabel.store import engine as store_engine
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"llm_calls", "runs", "run_users", "stage_results", "edges", "triplets"}

@@ -5,13 +5,12 @@ import os
 
 import pytest
 
-from coldlabel.errors import DataError
-
 from coldlabel.config import load_settings
 from coldlabel.data.formats import find_raw_files
 from coldlabel.data.prepare import prepare
 from coldlabel.data.stats import TABLE_ROWS
 from coldlabel.data.workspace import Workspace, WorkspaceError
+from coldlabel.errors import DataError
 
 CFG = load_settings(environ={}).data
 

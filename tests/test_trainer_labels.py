@@ -43,8 +43,8 @@ def tiny(tiny_root):
 
 
 def test_store_and_exported_tsv_give_the_same_filtered_labels(tiny, tmp_path):
-    from labeler.store import Edge, Store, Triplet
-    from workers.runs import export_run
+    from coldlabel.store import Edge, Store, Triplet
+    from labeler.runs import export_run
 
     ws, _, td = tiny
     user_ids = {idx: uid for uid, idx in ws.mappings["user2idx"].items()}
@@ -84,5 +84,6 @@ def test_store_and_exported_tsv_give_the_same_filtered_labels(tiny, tmp_path):
         assert np.array_equal(a, b)
     assert sorted(zip(from_store.edge_users.tolist(), from_store.edge_items.tolist())) == \
         [(good[0], cold[0]), (good[0], cold[1])]
-    assert from_store.trip_pos.tolist() == [cold[0], cold[1]] and from_store.trip_weights.tolist() == pytest.approx([0.6, 0.2])
+    assert from_store.trip_pos.tolist() == [cold[0], cold[1]]
+    assert from_store.trip_weights.tolist() == pytest.approx([0.6, 0.2])
     assert from_store.source == f"store:{run.id}" and from_tsv.source.startswith("tsv:")

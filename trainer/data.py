@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from coldlabel.config import load_settings as _load_settings
-from retrieval import build
+from coldlabel.data.workspace import Workspace
+from coldlabel.store import Store
+from retrieval import artefacts
 from retrieval.index import (
     CandidateIndex,
     recall_at,
@@ -30,7 +32,6 @@ from retrieval.index import (
     seen_items,
     vector_retriever,
 )
-from retrieval.workspace import Workspace
 from trainer.config import TrainConfig
 from trainer.dataset import (
     EvalData,
@@ -64,7 +65,7 @@ def train_config(settings: Settings, **overrides) -> TrainConfig:
 def _fingerprint(ws: Workspace, *extra) -> str:
     manifest = ws.processed / "manifest.json"
     h = hashlib.sha256(manifest.read_bytes() if manifest.exists() else b"")
-    h.update(build.read_meta(ws, "index")["key"].encode())
+    h.update(artefacts.read_stage_meta(ws, "index")["key"].encode())
     h.update(repr(extra).encode())
     return h.hexdigest()[:16]
 
@@ -100,7 +101,7 @@ def load_eval_data(ws: Workspace, settings: Settings, m: int | None = None,
 def retrieval_recall(ws: Workspace, m: int) -> dict[str, float | None]:
     """The retrieval module's own Two-Tower candidate recall@m (cold / warm / all), for consistency checks."""
     seen = seen_items(ws)
-    users, items = build.load_tower_vectors(ws)
+    users, items = artefacts.load_tower_vectors(ws)
     res = recall_at(vector_retriever(users, items), recall_targets(ws, seen), seen, [m])
     return {split: res[split][0] for split in ("all", "cold", "warm")}
 
@@ -133,8 +134,6 @@ def _labels(ws: Workspace, td: TrainingData, edges: dict[str, list], triplets: d
 
 def labels_from_store(ws: Workspace, td: TrainingData, store_url: str, run_id: str) -> Labels:
     """A labeling run's edges and triplets read from the SQL store, filtered and counted."""
-    from labeler.store import Store
-
     edges: dict[str, list] = defaultdict(list)
     triplets: dict[str, list] = defaultdict(list)
     with Store(store_url) as store:

@@ -1,5 +1,6 @@
-"""Run a labeling job in this process, without a broker: the same user lifecycle (:func:`labeler.lifecycle.process_user`) on a
-thread pool of ``workers.inline_concurrency``, with the same retries and dead-lettering as a Celery worker.
+"""Run a labeling job in this process, without a broker: the same user lifecycle
+(:func:`labeler.lifecycle.process_user`) on a thread pool of ``workers.inline_concurrency``, with the same
+retries and dead-lettering as a Celery worker.
 
 This is the embedded default (``workers.broker_url`` empty, SQLite store): one command, nothing to run
 beside it. Interrupting it (Ctrl-C) leaves the unfinished users claimable; ``label resume`` continues.

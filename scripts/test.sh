@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite. Redis and PostgreSQL are started by the test fixtures if down;
+# Set up, lint (ruff, and the import-linter layer contract), then run the whole test suite, slow tests included.
+# Redis and PostgreSQL are started by the test fixtures if down;
 # the local llama.cpp server is started by a fixture from the packaged SmolLM2 model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/lint-imports
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -m "slow or not slow" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

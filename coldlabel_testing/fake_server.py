@@ -165,7 +165,9 @@ class FakeLLMServer:
             return len(self.requests)
 
     def start(self) -> "FakeLLMServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-llm", daemon=True)
+        # A short poll interval: shutdown() waits for the serve loop to notice, 0.5 s by default.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="fake-llm", daemon=True)
         self._thread.start()
         return self
 

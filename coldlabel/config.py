@@ -28,6 +28,7 @@ class _Section(BaseModel):
 
 class DataSettings(_Section):
     root: str = "data"
+    edition: Literal["auto", "2014", "2018"] = "auto"
     train_ratio: float = Field(0.7, gt=0, lt=1)
     strong_rating: float = 4
     strong_weight: float = Field(1.0, ge=0)
@@ -227,6 +228,16 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def _relative_to_file(tree: dict, path: Path) -> dict:
+    """A relative ``data.root`` in a config file means "next to this file", wherever the command runs from
+    (otherwise the same file would name a different workspace in every directory)."""
+    data = tree.get("data")
+    root = data.get("root") if isinstance(data, dict) else None
+    if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+        data["root"] = os.path.normpath(path.expanduser().absolute().parent / root)
+    return tree
+
+
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
     out = []
     for name, raw in environ.items():
@@ -255,7 +266,7 @@ def load_settings(
         _assign(tree, dotted.strip(), _parse_scalar(raw.strip()), "command default")
     config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
-        tree = _deep_merge(tree, _read_toml(Path(config_path)))
+        tree = _deep_merge(tree, _relative_to_file(_read_toml(Path(config_path)), Path(config_path)))
     for dotted, value, origin in _env_overrides(environ):
         _assign(tree, dotted, value, origin)
     for item in overrides or []:

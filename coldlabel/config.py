@@ -78,6 +78,8 @@ class LabelerSettings(_Section):
     score_scale: float = Field(5, gt=0)
     max_triplets: int = Field(3, ge=0)
     fallback_weight: float = Field(0.1, ge=0, le=1)
+    flagged_items: Literal["keep", "downweight", "drop"] = "downweight"
+    flagged_weight: float = Field(0.1, ge=0, le=1)
     format_retries: int = Field(1, ge=0)
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(512, ge=1)

@@ -20,6 +20,7 @@ from coldlabel.errors import ConfigError
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "COLDLABEL_"
+NO_KEY = "not-needed"  # what is sent when an endpoint has no key (the SDK insists on one); nothing to hide
 
 
 class _Section(BaseModel):
@@ -106,8 +107,8 @@ class EndpointSettings(_Section):
     def api_key(self) -> str:
         """The key is read from the named env var at call time and never stored in config or logs."""
         if not self.api_key_env:
-            return "not-needed"
-        return os.environ.get(self.api_key_env, "") or "not-needed"
+            return NO_KEY
+        return os.environ.get(self.api_key_env, "") or NO_KEY
 
 
 class StoreSettings(_Section):

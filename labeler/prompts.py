@@ -102,12 +102,13 @@ def data(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _data_lines(values: Sequence[str], limit: int = 160) -> str:
-    return "\n".join(data(_one_line(v, limit)) for v in values)
+def _data_lines(values: Sequence[str], limit: int | None = None) -> str:
+    """One JSON string per line; an allowed value is never cut (``limit`` None): it must be copied exactly."""
+    return "\n".join(data(_one_line(v, limit) if limit else v) for v in values)
 
 
 def _user_block(user: UserView, with_profile: bool) -> str:
-    lines = ["Shopper history (oldest first):", _data_lines(user.history) if user.history else "(none)"]
+    lines = ["Shopper history (oldest first):", _data_lines(user.history, 160) if user.history else "(none)"]
     if with_profile:
         profile = json.dumps(dict(user.profile or {}), ensure_ascii=False, sort_keys=True)
         lines.append(f"Shopper profile: {profile}")

@@ -169,3 +169,9 @@ def test_missing_profile_still_builds(empty_profile):
 
 def test_version_tag_combines_code_and_setting():
     assert prompts.version_tag("v1") == f"{prompts.PROMPT_VERSION}/v1"
+
+
+def test_allowed_values_are_shown_whole_whatever_their_length():
+    long = "Beauty > " + "Very Long Category Name " * 10
+    p = prompts.categories_prompt(user(), [long, *CATS], 2)
+    assert json.dumps(long) in p.messages[1]["content"].splitlines()

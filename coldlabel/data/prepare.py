@@ -9,7 +9,8 @@ makes a re-run on unchanged inputs a no-op.
 
 Why the latest review of a (user, item) pair: the thesis keeps one review per pair; a later review of the
 same product (an edit, a re-review after use) is the user's current judgement of it, so its rating and
-time are the ones kept. How many duplicate pairs disagreed on the rating is reported.
+time are the ones kept (at equal times, the higher rating). How many duplicate pairs disagreed on the
+rating is reported.
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ def adopt_raw(ws: Workspace, source: Path, edition: str | None = None) -> RawFil
     """Use the reviews + metadata files in ``source`` (``data prepare --raw DIR``): they are linked into the
     workspace's ``raw/`` (copied where links are not possible), so later commands find them there.
     Links left by an earlier ``--raw`` are replaced; a real file already in ``raw/`` is never overwritten."""
+    if not source.is_dir():
+        raise DataError(f"--raw {source}: no such directory")
     found = find_raw_files(source, edition)
     ws.raw.mkdir(parents=True, exist_ok=True)
     if ws.raw.resolve() == source.resolve():

@@ -20,6 +20,7 @@ from coldlabel.errors import ConfigError
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 ENV_PREFIX = "COLDLABEL_"
+NO_KEY = "not-needed"  # what is sent when an endpoint has no key (the SDK insists on one); nothing to hide
 
 
 class _Section(BaseModel):
@@ -28,6 +29,7 @@ class _Section(BaseModel):
 
 class DataSettings(_Section):
     root: str = "data"
+    edition: Literal["auto", "2014", "2018"] = "auto"
     train_ratio: float = Field(0.7, gt=0, lt=1)
     strong_rating: float = 4
     strong_weight: float = Field(1.0, ge=0)
@@ -77,6 +79,8 @@ class LabelerSettings(_Section):
     score_scale: float = Field(5, gt=0)
     max_triplets: int = Field(3, ge=0)
     fallback_weight: float = Field(0.1, ge=0, le=1)
+    flagged_items: Literal["keep", "downweight", "drop"] = "downweight"
+    flagged_weight: float = Field(0.1, ge=0, le=1)
     format_retries: int = Field(1, ge=0)
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(512, ge=1)
@@ -103,8 +107,8 @@ class EndpointSettings(_Section):
     def api_key(self) -> str:
         """The key is read from the named env var at call time and never stored in config or logs."""
         if not self.api_key_env:
-            return "not-needed"
-        return os.environ.get(self.api_key_env, "") or "not-needed"
+            return NO_KEY
+        return os.environ.get(self.api_key_env, "") or NO_KEY
 
 
 class StoreSettings(_Section):
@@ -227,6 +231,16 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def _relative_to_file(tree: dict, path: Path) -> dict:
+    """A relative ``data.root`` in a config file means "next to this file", wherever the command runs from
+    (otherwise the same file would name a different workspace in every directory)."""
+    data = tree.get("data")
+    root = data.get("root") if isinstance(data, dict) else None
+    if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+        data["root"] = os.path.normpath(path.expanduser().absolute().parent / root)
+    return tree
+
+
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
     out = []
     for name, raw in environ.items():
@@ -255,7 +269,7 @@ def load_settings(
         _assign(tree, dotted.strip(), _parse_scalar(raw.strip()), "command default")
     config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
-        tree = _deep_merge(tree, _read_toml(Path(config_path)))
+        tree = _deep_merge(tree, _relative_to_file(_read_toml(Path(config_path)), Path(config_path)))
     for dotted, value, origin in _env_overrides(environ):
         _assign(tree, dotted, value, origin)
     for item in overrides or []:

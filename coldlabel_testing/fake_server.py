@@ -9,10 +9,14 @@ truncated JSON, invented ids, empty lists, wrong types, 429 + Retry-After, 500, 
         srv.requests   # every request body received, in order
 
 The script is a list consumed one reply per chat request (then ``default``), or a function of the request
-body returning a reply. Replies are ``Reply`` objects or their kind as a string. "ok"-like replies pick
-values from the request's JSON schema (the enum of allowed values), or from the prompt text when no schema
-was sent. Capacity mode (``capacity=C``) serves at most C requests at a time, others wait in line, each
-taking ``base_latency_s + per_token_s * completion_tokens`` (for the worker-utilisation benchmark).
+body returning a reply. ``models=Reply("status", ...)`` makes ``GET /models`` fail the same way. An error
+text may hold ``{api_key}``: it becomes the bearer token the request carried, as real servers echo a key
+they reject ("Incorrect API key provided: ...").
+
+Replies are ``Reply`` objects or their kind as a string. "ok"-like replies pick values from the request's
+JSON schema (the enum of allowed values), or from the prompt text when no schema was sent. Capacity mode
+(``capacity=C``) serves at most C requests at a time, others wait in line, each taking
+``base_latency_s + per_token_s * completion_tokens`` (for the worker-utilisation benchmark).
 """
 from __future__ import annotations
 
@@ -80,12 +84,13 @@ def _shape(body: dict) -> _Shape:
             id_prop = next((p for p, s in inner.items() if "enum" in s and s.get("type") == "string"), None)
             if id_prop:
                 return _Shape(name, list(inner[id_prop]["enum"]), k, scored="score" in inner)
-    # No schema (unconstrained or plain dialect): read the prompt like a model would.
+    # No schema (unconstrained or plain dialect): read the prompt like a model would. Candidates are JSON
+    # objects with an "id", allowed names JSON strings, one per line after "Allowed".
     text = (body.get("messages") or [{}])[-1].get("content", "") or ""
     match = re.search(r'Answer format: \{"(\w+)"', text)
     name = match.group(1) if match else "asins"
-    ids = re.findall(r"^(\S+) \| ", text, re.M)
-    allowed = ids or [m.strip() for m in re.findall(r"^- (.+)$", text.split("Allowed", 1)[-1], re.M)]
+    ids = [json.loads(m)["id"] for m in re.findall(r'^(\{"id": .*\})$', text, re.M)]
+    allowed = ids or [json.loads(m) for m in re.findall(r'^(".*")$', text.split("Allowed", 1)[-1], re.M)]
     return _Shape(name, allowed, 3, scored=name == "items")
 
 
@@ -131,11 +136,13 @@ def content_for(reply: Reply, body: dict) -> tuple[str, str]:
 class FakeLLMServer:
     def __init__(self, script: Script = None, *, default: Reply | str = "ok", model: str = "fake-model",
                  capacity: int | None = None, base_latency_s: float = 0.0, per_token_s: float = 0.0,
-                 completion_tokens: int | None = None, host: str = "127.0.0.1", port: int = 0):
+                 completion_tokens: int | None = None, host: str = "127.0.0.1", port: int = 0,
+                 models: Reply | None = None):
         self._queue: deque = deque(script) if isinstance(script, (list, tuple)) else deque()
         self._fn = script if callable(script) else None
         self.default = default
         self.model = model
+        self.models = models
         self.capacity = capacity
         self.base_latency_s = base_latency_s
         self.per_token_s = per_token_s
@@ -219,7 +226,9 @@ class FakeLLMServer:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/").endswith("/models") and server.models is not None:
+                    server._serve(self, server.models, {})
+                elif self.path.rstrip("/").endswith("/models"):
                     self._send_json(200, {"object": "list",
                                           "data": [{"id": server.model, "object": "model", "owned_by": "fake"}]})
                 else:
@@ -252,7 +261,9 @@ class FakeLLMServer:
                 pass
             return
         if reply.kind == "status":
-            handler._send_json(reply.status, {"error": {"message": reply.text or f"scripted HTTP {reply.status}",
+            token = (handler.headers.get("Authorization") or "").removeprefix("Bearer ")
+            message = (reply.text or f"scripted HTTP {reply.status}").replace("{api_key}", token)
+            handler._send_json(reply.status, {"error": {"message": message,
                                                         "type": "fake_error"}}, reply.headers)
             return
         if reply.kind == "delay" and self._stop.wait(reply.delay_s):

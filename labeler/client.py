@@ -24,6 +24,7 @@ import inspect
 import json
 import logging
 import random
+import re
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any, AsyncContextManager, Callable, Protocol
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from coldlabel.config import EndpointSettings, LabelerSettings, Settings, TransportSettings
+from coldlabel.config import NO_KEY, EndpointSettings, LabelerSettings, Settings, TransportSettings
 from coldlabel.errors import EndpointError
 
 log = logging.getLogger("coldlabel.client")
@@ -79,6 +80,20 @@ def cache_key(model: str, dialect: str, messages: list[dict], schema: dict | Non
     payload = {"model": model, "dialect": dialect, "messages": messages, "schema": schema,
                "params": params, "prompt_version": prompt_version}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def scrub(text: str, key: str) -> str:
+    """``text`` with every occurrence of the API key replaced by ``***``, whatever the key's length.
+
+    A key of 8 characters or more is replaced wherever it occurs. A shorter one is replaced where it stands
+    as a token of its own (not inside a longer run of letters and digits), so a 3-character key is still
+    hidden in "Incorrect API key provided: k3y" without turning every word that contains it into ``***``.
+    """
+    if not key or key == NO_KEY or not text:
+        return text
+    if len(key) >= 8:
+        return text.replace(key, "***")
+    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", "***", text)
 
 
 def _strip_keywords(schema: Any, names: tuple[str, ...]) -> Any:
@@ -218,7 +233,7 @@ class LLMClient:
         await self._sdk.close()
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key and len(self._key) >= 8 else text
+        return scrub(text, self._key)
 
     def build_request(self, messages: list[dict], *, schema: dict | None, schema_name: str = "answer",
                       constrained: bool | None = None, temperature: float | None = None,

@@ -9,7 +9,7 @@ import httpx
 
 from coldlabel.config import Settings
 from coldlabel.errors import EndpointError
-from labeler.client import LLMClient
+from labeler.client import LLMClient, scrub
 
 CHECK_CHOICES = ["red", "green", "blue"]
 CHECK_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["colours"],
@@ -19,7 +19,14 @@ CHECK_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["c
 
 def check_endpoint(settings: Settings, name: str) -> tuple[bool, list[str]]:
     """Reachability, model name, structured output. Returns (ok, verdict lines); never raises on
-    endpoint trouble."""
+    endpoint trouble. Every line may quote the server (an error body, a model list, an answer): the
+    endpoint's key is scrubbed from all of them."""
+    ok, lines = _check(settings, name)
+    key = settings.endpoint(name).api_key()
+    return ok, [scrub(line, key) for line in lines]
+
+
+def _check(settings: Settings, name: str) -> tuple[bool, list[str]]:
     ep = settings.endpoint(name)
     where = f"endpoint {name!r} at {ep.base_url}"
     lines: list[str] = []

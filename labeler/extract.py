@@ -11,13 +11,19 @@ The stage-5 ranking (or its fallback) becomes tuples ``(asin, score, keywords, s
      weight = ``TIE_WEIGHT_STEPS / score_scale`` (half a score step).
   The positive is always the higher-scored item (a model that ranks a 3 above a 5 contradicted itself;
   its score is the explicit judgement). ``pos != neg`` always; the output is deterministic.
+
+**Flagged items** (catalog text that reads like an instruction to a model, found by ``data prepare``) follow
+``labeler.flagged_items``: ``keep``; ``downweight`` (every edge on a flagged item and every triplet with
+one in it is multiplied by ``flagged_weight``: the model's judgement of such an item, and of what it was
+compared with, may be the seller's); ``drop`` (flagged items leave the ranking before any label is made).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Collection, Iterable, Literal, Mapping, Sequence
 
 TIE_WEIGHT_STEPS = 0.5
+FlagPolicy = Literal["keep", "downweight", "drop"]
 
 
 @dataclass(frozen=True)
@@ -111,11 +117,16 @@ def triplets(user: str, ranking: Sequence[RankedItem], *, max_triplets: int, sco
 
 
 def extract(user: str, ranking: Sequence[RankedItem], *, min_score: float, score_scale: float,
-            max_triplets: int, fallback: bool = False, fallback_weight: float = 0.1) -> Labels:
-    """Both label kinds for one user; pass ``LabelerSettings`` values (min_score, score_scale, ...)."""
-    return Labels(
-        pseudo_edges(user, ranking, min_score=min_score, score_scale=score_scale, fallback=fallback,
-                     fallback_weight=fallback_weight),
-        triplets(user, ranking, max_triplets=max_triplets, score_scale=score_scale, fallback=fallback,
-                 fallback_weight=fallback_weight),
-    )
+            max_triplets: int, fallback: bool = False, fallback_weight: float = 0.1,
+            flagged: Collection[str] = (), flagged_policy: FlagPolicy = "keep", flagged_weight: float = 1.0) -> Labels:
+    """Both label kinds for one user; pass ``LabelerSettings`` values (min_score, score_scale, ...).
+    ``flagged``: ids of flagged items, treated by ``flagged_policy`` (module docstring)."""
+    if flagged_policy == "drop":
+        ranking = [it for it in ranking if it.asin not in flagged]
+    opts = dict(score_scale=score_scale, fallback=fallback, fallback_weight=fallback_weight)
+    edges = pseudo_edges(user, ranking, min_score=min_score, **opts)
+    pairs = triplets(user, ranking, max_triplets=max_triplets, **opts)
+    if flagged_policy == "downweight" and flagged:
+        edges = [replace(e, weight=e.weight * flagged_weight) if e.item in flagged else e for e in edges]
+        pairs = [replace(t, weight=t.weight * flagged_weight) if {t.pos, t.neg} & set(flagged) else t for t in pairs]
+    return Labels(edges, pairs)

@@ -11,8 +11,13 @@ The order of trust is fixed:
    bracketed/ranked indices, fuzzy lines.
 
 Projection is the safety guarantee: whatever the text says (prompt injection in a title included), the
-output is a subset of the allowed set. ``PARSER_VERSION`` is kept apart from the prompt version so a parser
-change can re-parse cached raw answers without new LLM calls (anchors B1, curator's parse hash).
+output is a subset of the allowed set. A text that could mean two allowed values (two candidates with the
+same title) means neither: it is counted as invalid, never mapped to an arbitrary one of them. The stage-1
+profile is held to the same rule: a string ``profile``, a list of strings ``keywords``, and
+``preferred_categories`` projected onto the allowed categories.
+
+``PARSER_VERSION`` is kept apart from the prompt version so a parser change can re-parse cached raw answers
+without new LLM calls (anchors B1, curator's parse hash).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import json_repair
 from rapidfuzz import fuzz, process
 
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
 Kind = Literal["id", "name"]
 
@@ -154,7 +159,8 @@ def normalise(text: str) -> str:
 
 
 class Projector:
-    """Maps model strings onto allowed values; built once per prompt."""
+    """Maps model strings onto allowed values; built once per prompt. An alias (a title, a short name) that
+    stands for two different allowed values is dropped: it names neither."""
 
     def __init__(self, allowed: Sequence[str], kind: Kind = "id", aliases: Mapping[str, str] | None = None,
                  threshold: float = FUZZY_THRESHOLD):
@@ -166,10 +172,11 @@ class Projector:
         for value in self.allowed:
             self._norm.setdefault(normalise(value), value)
         allowed_set = set(self.allowed)
-        self._alias_norm: dict[str, str] = {}
+        targets: dict[str, set[str]] = {}
         for alias, target in (aliases or {}).items():
             if target in allowed_set and alias:
-                self._alias_norm.setdefault(normalise(alias), target)
+                targets.setdefault(normalise(alias), set()).add(target)
+        self._alias_norm: dict[str, str] = {a: next(iter(t)) for a, t in targets.items() if len(t) == 1}
         # Fuzzy candidates: names for name lists, aliases (titles, short names) for both kinds.
         self._fuzzy: dict[str, str] = dict(self._alias_norm)
         if kind == "name":
@@ -191,9 +198,9 @@ class Projector:
         if norm in self._alias_norm:
             return self._alias_norm[norm]
         if self._fuzzy and len(norm) >= 4:
-            hit = process.extractOne(norm, self._fuzzy_keys, scorer=fuzz.ratio, score_cutoff=self.threshold)
-            if hit is not None:
-                return self._fuzzy[hit[0]]
+            hits = process.extract(norm, self._fuzzy_keys, scorer=fuzz.ratio, score_cutoff=self.threshold, limit=2)
+            if hits and (len(hits) == 1 or hits[1][1] < hits[0][1] or self._fuzzy[hits[1][0]] == self._fuzzy[hits[0][0]]):
+                return self._fuzzy[hits[0][0]]
         return None
 
 
@@ -361,29 +368,66 @@ def _drop_placeholders(value: Any) -> Any:
     return value
 
 
-def parse_profile(text: str) -> ParseResult:
-    """Stage 1: a profile is valid only as a non-empty dict with at least one of the profile fields
-    holding something (thesis §4.3.1). Field names are normalised (``preferredCategories`` too)."""
+PROFILE_LIMITS = {"profile": 300, "keywords": 8, "keyword_chars": 40, "preferred_categories": 3}  # = the schema
+
+
+def _string_list(value: Any, split_commas: bool) -> list[str] | None:
+    """A list of strings (a lone string is accepted as one, or as comma-separated words); None: wrong type."""
+    if isinstance(value, str):
+        return [w.strip() for w in value.split(",")] if split_commas else [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def parse_profile(text: str, categories: Sequence[str] | None = None) -> ParseResult:
+    """Stage 1: a profile is valid only as a dict with at least one of the profile fields holding something
+    (thesis §4.3.1), each of the right type: ``profile`` a string, ``keywords`` a list of strings,
+    ``preferred_categories`` a list of strings projected onto ``categories`` (invented ones dropped and
+    counted). A wrong type makes the answer unusable (format retry, then the fallback profile): whatever is
+    kept here is shown to the model as the shopper's profile in every later stage. Field names are
+    normalised (``preferredCategories`` too); lengths are capped as in the schema."""
     obj = extract_json(text)
     if isinstance(obj, list) and len(obj) == 1 and isinstance(obj[0], dict):
         obj = obj[0]
     if not isinstance(obj, dict):
         return ParseResult([], reason="no json object")
-    profile: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
     for key, value in obj.items():
         canon = re.sub(r"[^a-z]", "", str(key).lower())
         for name in PROFILE_FIELDS:
             if canon == name.replace("_", ""):
-                profile[name] = value
-    profile = {k: _drop_placeholders(v) for k, v in profile.items()}
-    profile = {k: v for k, v in profile.items() if v not in (None, "", [], {})}
-    if "keywords" in profile and isinstance(profile["keywords"], str):
-        profile["keywords"] = [w.strip() for w in profile["keywords"].split(",") if w.strip()]
-    if "preferred_categories" in profile and isinstance(profile["preferred_categories"], str):
-        profile["preferred_categories"] = [profile["preferred_categories"]]
+                raw[name] = _drop_placeholders(value)
+    raw = {k: v for k, v in raw.items() if v not in (None, "", [], {})}
+    wrong = [name for name in PROFILE_FIELDS if name in raw and (
+        not isinstance(raw[name], str) if name == "profile" else _string_list(raw[name], name == "keywords") is None)]
+    if wrong:
+        return ParseResult([], used_json=True, reason=f"wrong type for {', '.join(wrong)}")
+    profile: dict[str, Any] = {}
+    invented: set[str] = set()
+    if "profile" in raw:
+        profile["profile"] = " ".join(raw["profile"].split())[:PROFILE_LIMITS["profile"]]
+    if "keywords" in raw:
+        words = [" ".join(w.split())[:PROFILE_LIMITS["keyword_chars"]] for w in _string_list(raw["keywords"], True)]
+        profile["keywords"] = list(dict.fromkeys(w for w in words if w))[:PROFILE_LIMITS["keywords"]]
+    if "preferred_categories" in raw:
+        chosen = _string_list(raw["preferred_categories"], False) or []
+        if categories is not None:
+            projector = Projector(categories, "name")
+            projected = []
+            for value in chosen:
+                hit = projector.project(value)
+                if hit is None:
+                    invented.add(normalise(value))
+                elif hit not in projected:
+                    projected.append(hit)
+            chosen = projected
+        profile["preferred_categories"] = chosen[:PROFILE_LIMITS["preferred_categories"]]
+    profile = {k: v for k, v in profile.items() if v not in ("", [])}
     if not profile:
-        return ParseResult([], used_json=True, reason="json without profile fields")
-    return ParseResult([], used_json=True, usable=True, reason="ok", profile=profile)
+        reason = "only invented categories" if invented else "json without profile fields"
+        return ParseResult([], invalid_count=len(invented), used_json=True, reason=reason)
+    return ParseResult([], invalid_count=len(invented), used_json=True, usable=True, reason="ok", profile=profile)
 
 
 def serialise(values: Iterable[str], field_name: str = "asins") -> str:

@@ -200,20 +200,24 @@ def _best_score(space: UserSpace, subs: list[str]) -> float:
 
 def _labels(user_id: str, rerank: StageReport, by_asin: dict[str, tuple[CandidateItem, str]],
             profile: dict | None, s) -> tuple[list[Edge], list[Triplet]]:
-    """Stage-5 ranking → (asin, score, keywords, subcat) tuples → stored edges and triplets (§4.3.3)."""
+    """Stage-5 ranking → (asin, score, keywords, subcat) tuples → stored edges and triplets (§4.3.3);
+    flagged items follow ``labeler.flagged_items`` (``extract`` says how)."""
     values = [a for a in rerank.values if a in by_asin]
     scores = {a: rerank.scores.get(a) for a in values}
     if any(v is None for v in scores.values()):  # no score given: derive it from the rank
         scores = dict(zip(values, rank_scores(len(values), s.score_scale)))
     keywords = [str(k) for k in (profile or {}).get("keywords") or ()]
     ranking = extract.to_ranking(values, scores, subcat_of={a: by_asin[a][1] for a in values}, keywords=keywords)
-    opts = dict(score_scale=s.score_scale, fallback=rerank.fallback, fallback_weight=s.fallback_weight)
+    labels = extract.extract(user_id, ranking, min_score=s.min_score, score_scale=s.score_scale,
+                             max_triplets=s.max_triplets, fallback=rerank.fallback, fallback_weight=s.fallback_weight,
+                             flagged={a for a in values if by_asin[a][0].flagged}, flagged_policy=s.flagged_items,
+                             flagged_weight=s.flagged_weight)
     edges = [Edge(item_idx=by_asin[e.item][0].item_idx, item_id=e.item, weight=e.weight,
                   score=scores[e.item], subcategory=by_asin[e.item][1], from_fallback=rerank.fallback)
-             for e in extract.pseudo_edges(user_id, ranking, min_score=s.min_score, **opts)]
+             for e in labels.edges]
     triplets = [Triplet(pos_idx=by_asin[t.pos][0].item_idx, neg_idx=by_asin[t.neg][0].item_idx, pos_id=t.pos,
                         neg_id=t.neg, weight=t.weight, from_fallback=rerank.fallback)
-                for t in extract.triplets(user_id, ranking, max_triplets=s.max_triplets, **opts)]
+                for t in labels.triplets]
     return edges, triplets
 
 

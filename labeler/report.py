@@ -1,10 +1,11 @@
 """A labeling run as a report a person reads: Markdown (+ the same as HTML) with a few plots.
 
 What it answers, in order: did the run finish and what did it cost; how often did each stage need its
-retry or fallback; what signal did it produce (edges, triplets, and how much of it lands on items that have
-no training interactions — the point of the exercise); and, as *evaluation only*, how the labels compare
-with the held-out test interactions and, for synthetic data, with the planted tastes — beside what the
-Two-Tower alone would have picked for the same users.
+retry or fallback; what signal did it produce (edges, triplets, how much of it lands on items that have
+no training interactions — the point of the exercise — and how much on items whose catalog text was
+flagged as instruction-like at prepare time, under which ``labeler.flagged_items`` policy); and, as
+*evaluation only*, how the labels compare with the held-out test interactions and, for synthetic data, with
+the planted tastes — beside what the Two-Tower alone would have picked for the same users.
 """
 from __future__ import annotations
 
@@ -121,6 +122,11 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
     for e in edges:
         per_user[e.user_idx].append(e.item_idx)
     on_new = sum(e.item_idx in cold_items for e in edges)
+    flagged_items = {it.idx for it in ws.items if it.flagged}
+    on_flagged = [e for e in edges if e.item_idx in flagged_items]
+    labeler = {**settings.labeler.model_dump(), **(run.config.get("labeler") or {})}  # what the run used
+    policy = labeler["flagged_items"] + (f" (x{labeler['flagged_weight']:g})"
+                                         if labeler["flagged_items"] == "downweight" else "")
     new_share = (len(cold_items) / max(len(ws.items), 1), on_new / max(len(edges), 1))
     _plots(out, stages, [e.weight for e in edges if not e.from_fallback],
            [e.weight for e in edges if e.from_fallback], new_share)
@@ -166,6 +172,10 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
         f"({len({e.item_idx for e in edges} & cold_items)} distinct cold items), against "
         f"{100 * new_share[0]:.1f}% of the catalog. A cold item is one that appears in the test split and "
         "never in the training split, at any rating (`Workspace.cold_items`, the one definition coldlabel uses).",
+        f"- **{100 * len(on_flagged) / max(len(edges), 1):.1f}% of edges land on flagged items** "
+        f"({len(on_flagged)} edges on {len({e.item_idx for e in on_flagged})} of the {len(flagged_items)} items "
+        f"whose catalog text reads like an instruction to a model; policy `{policy}`, "
+        f"summed weight {sum(e.weight for e in on_flagged):.2f}).",
         "",
         "![edge weights](weights.png)",
         "",

@@ -1,7 +1,8 @@
 """Similar-item evidence for a candidate (thesis §4.3.4, RAG-style evidence).
 
 For an item, up to ``evidence_k`` nearest *other* items in the Two-Tower item space whose inner product is
-above ``evidence_min_sim``, rendered as one short line each. Computed on demand and kept in memory: a
+above ``evidence_min_sim``, rendered as one short ``title (path tail)`` each. How a prompt labels them
+(``similar``) is the prompt's business, in one place (``labeler.prompts``). Computed on demand and kept in memory: a
 labeler only needs evidence for the candidates it actually shows, and one batched FAISS query per user's
 candidate list is cheap.
 """
@@ -19,10 +20,10 @@ PATH_LEVELS = 2
 
 
 def render(item: Item) -> str:
-    """``similar: <title> (<last path levels>)``."""
+    """``<title> (<last path levels>)``, without a label: the prompt says what the snippet is."""
     title = item.title if len(item.title) <= TITLE_CHARS else item.title[:TITLE_CHARS - 1].rstrip() + "…"
     tail = PATH_SEP.join(item.category_path[-PATH_LEVELS:])
-    return f"similar: {title} ({tail})" if tail else f"similar: {title}"
+    return f"{title} ({tail})" if tail else title
 
 
 class Evidence:

@@ -28,6 +28,7 @@ class CandidateItem:
     subcategory: str
     score: float
     _evidence: Evidence | None = field(default=None, compare=False, repr=False)
+    flagged: str = ""  # why the item's text reads like an instruction to a model ("" = it does not)
 
     @property
     def evidence(self) -> tuple[str, ...]:
@@ -107,7 +108,7 @@ class CandidateSpace:
             subcategories[cat].append(sub)
             candidates[sub] = tuple(
                 CandidateItem(i, self.items[i].asin, self.items[i].title, self.items[i].category_path, sub,
-                              float(s), self.evidence) for i, s in bucket)
+                              float(s), self.evidence, flagged=self.items[i].flagged) for i, s in bucket)
         return UserSpace(
             user_idx=user_idx,
             user_id=self.user_ids[user_idx],

@@ -284,6 +284,41 @@ def test_api_key_is_sent_but_never_cached_logged_or_in_errors(monkeypatch, caplo
     assert SECRET not in str(err.value) and "HTTP 401" in str(err.value)
 
 
+@pytest.mark.parametrize("key", ["k3y", "sk-short", SECRET])
+def test_a_key_of_any_length_is_scrubbed_from_endpoint_errors(monkeypatch, key):
+    monkeypatch.setenv("COLDLABEL_TEST_KEY", key)
+    with FakeLLMServer(default=Reply("status", status=401, text="Incorrect API key provided: {api_key}.")) as srv:
+        with pytest.raises(EndpointError) as err:
+            ask(make_client(srv.base_url, key_env="COLDLABEL_TEST_KEY"))
+        assert srv.headers[0]["authorization"] == f"Bearer {key}"  # the server did see (and echo) it
+    assert key not in str(err.value) and "Incorrect API key provided: ***" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["k3y", SECRET])
+def test_llm_check_scrubs_the_key_from_the_servers_error_body(monkeypatch, key):
+    from coldlabel.config import load_settings
+    from labeler.endpoint_check import check_endpoint
+
+    monkeypatch.setenv("COLDLABEL_TEST_KEY", key)
+    rejected = Reply("status", status=401, text="Incorrect API key provided: {api_key}. Find your key at ...")
+    with FakeLLMServer(models=rejected) as srv:
+        settings = load_settings(None, [f"endpoints.x.base_url={srv.base_url}", "endpoints.x.model=fake-model",
+                                        "endpoints.x.api_key_env=COLDLABEL_TEST_KEY"], environ={})
+        ok, lines = check_endpoint(settings, "x")
+    assert not ok and "HTTP 401" in lines[-1] and "Incorrect API key provided: ***" in lines[-1]
+    assert not any(key in line for line in lines)
+
+
+def test_scrub_hides_short_keys_as_tokens_without_mangling_words():
+    from labeler.client import scrub
+
+    text = "key abc rejected; abcdef and tabc are words; 'abc' quoted, Bearer abc."
+    assert scrub(text, "abc") == "key *** rejected; abcdef and tabc are words; '***' quoted, Bearer ***."
+    assert scrub("xx" + SECRET + "yy", SECRET) == "xx***yy"  # a long key is hidden wherever it is
+    assert scrub("not-needed as a word", "not-needed") == "not-needed as a word"  # the no-key placeholder
+    assert scrub("anything", "") == "anything"
+
+
 # ---- limits and hooks ---------------------------------------------------------------------------------
 
 def test_concurrency_limit_per_endpoint():

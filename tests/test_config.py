@@ -88,3 +88,16 @@ def test_command_defaults_sit_under_file_env_and_flags(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[labeler]\ntop_k_subcategories = 8\n")
     assert load_settings(cfg, environ={}, command_defaults=demo).labeler.top_k_subcategories == 8
+
+
+def test_relative_data_root_in_a_config_file_is_relative_to_that_file(tmp_path, monkeypatch):
+    (tmp_path / "proj").mkdir()
+    cfg = tmp_path / "proj" / "c.toml"
+    cfg.write_text('[data]\nroot = "mydata"\n')
+    monkeypatch.chdir(tmp_path)  # run from elsewhere: the file still names the same workspace
+    assert load_settings(cfg, environ={}).data.root == str(tmp_path / "proj" / "mydata")
+    assert load_settings("proj/c.toml", environ={}).data.root == str(tmp_path / "proj" / "mydata")
+    cfg.write_text(f'[data]\nroot = "{tmp_path / "abs"}"\n')
+    assert load_settings(cfg, environ={}).data.root == str(tmp_path / "abs")
+    # flags and env vars are relative to the current directory, as in any shell command
+    assert load_settings(cfg, ["data.root=rel"], environ={}).data.root == "rel"

@@ -33,7 +33,7 @@ def test_top_k_other_items_above_threshold():
     items, _, ev = setup()
     got = ev.for_item(0)
     assert got == tuple(render(items[i]) for i in (1, 2, 3))
-    assert all(not s.startswith("similar: Item 0 ") for s in got)
+    assert all(not s.startswith("Item 0 ") for s in got)
 
 
 def test_threshold_drops_items_at_or_below_min_sim():
@@ -79,4 +79,5 @@ def test_k_zero_disables_evidence():
 def test_render_is_short():
     it = Item(0, "A", "x" * 300, "", "", ("Beauty", "Skin Care", "Face", "Moisturizers"))
     text = render(it)
-    assert text.startswith("similar: xxx") and text.endswith("(Face > Moisturizers)") and len(text) < 120
+    assert text.startswith("xxx") and text.endswith("(Face > Moisturizers)") and len(text) < 120
+    assert not text.startswith("similar")  # the prompt labels evidence, in one place

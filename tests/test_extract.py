@@ -74,3 +74,21 @@ def test_fallback_triplets_are_scaled_down_and_output_is_deterministic():
     assert a == b
     assert [x.weight for x in a.triplets] == pytest.approx([0.02, 0.02, 0.02])
     assert [e.weight for e in a.edges] == pytest.approx([0.1, 0.08, 0.06, 0.04])
+
+
+@pytest.mark.parametrize("policy", ["keep", "downweight", "drop"])
+def test_flagged_items_follow_the_policy(policy):
+    opts = dict(min_score=2, score_scale=5, max_triplets=3)
+    plain = extract("u", rank(5, 4, 3), **opts)
+    got = extract("u", rank(5, 4, 3), **opts, flagged={"i0"}, flagged_policy=policy, flagged_weight=0.1)
+    if policy == "keep":
+        assert got == plain
+    elif policy == "downweight":  # edges on i0 and every triplet with i0 in it, x0.1; the rest unchanged
+        assert [e.item for e in got.edges] == ["i0", "i1", "i2"]
+        assert [e.weight for e in got.edges] == pytest.approx([0.1, 0.8, 0.6])
+        assert [(t.pos, t.neg) for t in got.triplets] == [(t.pos, t.neg) for t in plain.triplets]
+        for t, p in zip(got.triplets, plain.triplets):
+            assert t.weight == pytest.approx(p.weight * (0.1 if "i0" in (t.pos, t.neg) else 1))
+    else:  # the flagged item leaves the ranking before any label is made
+        assert got == extract("u", rank(5, 4, 3)[1:], **opts)
+        assert all("i0" not in (t.pos, t.neg) for t in got.triplets)

@@ -154,3 +154,21 @@ def test_db_cli_reads_store_url_from_settings(sqlite_url):
     result = CliRunner().invoke(db_app, ["upgrade"], env={"COLDLABEL_STORE__URL": sqlite_url})
     assert result.exit_code == 0, result.output
     assert st.current_revision(sqlite_url) == st.head_revision()
+
+
+def test_an_unreachable_database_is_one_known_error_when_opened_read_or_upgraded():
+    from coldlabel.errors import StoreUnavailable
+    from tests.support.services import free_port
+
+    url = f"postgresql+psycopg://coldlabel:hunter2@127.0.0.1:{free_port()}/nowhere"
+    for call in (lambda: st.Store(url), lambda: st.current_revision(url), lambda: st.upgrade(url)):
+        with pytest.raises(StoreUnavailable, match=r"database postgresql\+psycopg://coldlabel:\*\*\*@127\.0\.0\.1:\d+/"
+                                                   r"nowhere cannot be reached: .*Connection refused") as err:
+            call()
+        assert "hunter2" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_sqlite_store_that_cannot_be_created_is_a_store_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(st.StoreError, match="cannot create the directory of the SQLite store"):
+        st.Store(f"sqlite:///{tmp_path / 'file' / 'store.db'}")

@@ -197,6 +197,44 @@ def test_profile_rejects_empty_unrelated_and_template_copies():
     assert r.usable and r.profile == {"keywords": ["serum"]}
 
 
+def test_profile_wrong_types_are_unusable():
+    # a model answering numbers or objects where text belongs gets the format retry, then the fallback profile
+    for answer in ('{"profile": 7, "keywords": ["serum"]}', '{"profile": {"text": "x"}}',
+                   '{"profile": "Likes serums.", "keywords": [1, 2]}', '{"profile": "ok", "keywords": {"a": 1}}',
+                   '{"profile": "ok", "preferred_categories": [3]}', '{"profile": "ok", "preferred_categories": 7}'):
+        r = parse_profile(answer, CATS)
+        assert not r.usable and r.profile is None and r.reason.startswith("wrong type for"), answer
+
+
+def test_profile_preferred_categories_are_projected_onto_the_allowed_list():
+    r = parse_profile('{"profile": "Likes makeup.", "keywords": "lipstick, mascara", '
+                      '"preferred_categories": ["Weapons", "beauty > makeup", "Beauty > Makeup", "Beauty>Skin Care"]}', CATS)
+    assert r.usable and r.invalid_count == 1  # "Weapons" invented: dropped and counted
+    assert r.profile == {"profile": "Likes makeup.", "keywords": ["lipstick", "mascara"],
+                         "preferred_categories": ["Beauty > Makeup", "Beauty > Skin Care"]}
+    only_invented = parse_profile('{"preferred_categories": ["Weapons"]}', CATS)
+    assert not only_invented.usable and only_invented.invalid_count == 1
+    kept = parse_profile('{"profile": "p", "preferred_categories": ["Weapons"]}', CATS)
+    assert kept.usable and kept.profile == {"profile": "p"} and kept.invalid_count == 1
+
+
+def test_profile_lengths_are_capped_like_the_schema():
+    long = json.dumps({"profile": "word " * 200, "keywords": [f"k{i}" * 30 for i in range(20)],
+                       "preferred_categories": CATS})
+    p = parse_profile(long, CATS).profile
+    assert len(p["profile"]) <= 300 and len(p["keywords"]) == 8 and all(len(k) <= 40 for k in p["keywords"])
+    assert p["preferred_categories"] == CATS[:3]
+
+
+def test_a_title_fuzzily_equal_to_two_aliases_maps_to_neither():
+    aliases = {"Rose Lip Balm 10ml": "B00AAA0001", "Rose Lip Balm 15ml": "B00AAA0002", "Vitamin C Serum": "B00AAA0003"}
+    r = parse_selection('{"asins": ["Rose Lip Balm 12ml", "Vitamin C Serumm"]}', IDS, 5, aliases=aliases)
+    assert r.values == ["B00AAA0003"] and r.invalid_count == 1
+    assert parse_selection('{"asins": ["Rose Lip Balm 10 ml"]}', IDS, 5, aliases=aliases).values == ["B00AAA0001"]
+    same = {"Rose Lip Balm 10ml": "B00AAA0001", "rose lip balm 10ml": "B00AAA0002"}
+    assert parse_selection('{"asins": ["Rose Lip Balm 10ml"]}', IDS, 5, aliases=same).values == []
+
+
 # ---- properties -------------------------------------------------------------------------------------
 
 def norm(s: str) -> str:

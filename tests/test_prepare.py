@@ -6,8 +6,8 @@ import os
 import pytest
 
 from coldlabel.config import load_settings
-from coldlabel.data.formats import find_raw_files
-from coldlabel.data.prepare import prepare
+from coldlabel.data.formats import clean_text, find_raw_files
+from coldlabel.data.prepare import adopt_raw, prepare
 from coldlabel.data.stats import TABLE_ROWS
 from coldlabel.data.workspace import Workspace, WorkspaceError
 from coldlabel.errors import DataError
@@ -146,11 +146,33 @@ def test_malformed_lines_are_reported_not_fatal(ws):
 def test_items_without_metadata_and_duplicates_are_dropped_and_counted(ws):
     write_2014(ws.raw, extra_review_lines=[
         json.dumps({"reviewerID": "U1", "asin": "NOMETA", "overall": 5.0, "unixReviewTime": 11}),
+        json.dumps({"reviewerID": "U2", "asin": "NOMETA2", "overall": 4.0, "unixReviewTime": 11}),
+        json.dumps({"reviewerID": "U3", "asin": "NOMETA2", "overall": 4.0, "unixReviewTime": 12}),
+        json.dumps({"reviewerID": "U4", "asin": "D", "overall": 4.0, "unixReviewTime": 10})])  # same rating
+    result = prepare(ws, CFG)
+    report = json.loads((ws.processed / "report.json").read_text())
+    assert report["dropped_without_metadata"] == 3 and report["items_without_metadata"] == 2
+    assert report["items_without_metadata_examples"] == ["NOMETA", "NOMETA2"]
+    assert report["dropped_duplicates"] == 1 and report["duplicate_pairs_with_different_ratings"] == 0
+    check_toy(ws)
+    # the counts reach stats.json (what `data prepare` and `data stats` print), not only report.json
+    assert ws.stats["dropped"] == result.dropped == {
+        "malformed lines": 0, "reviews of items without metadata": 3, "items without metadata": 2,
+        "duplicate reviews (latest kept)": 1, "duplicate pairs with different ratings": 0}
+
+
+def test_duplicate_reviews_keep_the_latest_even_when_ratings_differ(ws):
+    # U1 reviewed A at t=1 with 5 stars, then again at t=12 with 1 star: the later judgement is kept.
+    write_2014(ws.raw, extra_review_lines=[
         json.dumps({"reviewerID": "U1", "asin": "A", "overall": 1.0, "unixReviewTime": 12})])
     prepare(ws, CFG)
+    rows = {(x.user, x.item): x for x in ws.train + ws.test}
+    assert len(rows) == len(ROWS) == len(ws.train) + len(ws.test)
+    assert (rows["U1", "A"].rating, rows["U1", "A"].ts, rows["U1", "A"].weight) == (1.0, 12, 0.0)
+    assert ws.stats["dropped"]["duplicate reviews (latest kept)"] == 1
+    assert ws.stats["dropped"]["duplicate pairs with different ratings"] == 1
     report = json.loads((ws.processed / "report.json").read_text())
-    assert report["dropped_without_metadata"] == 1 and report["dropped_duplicates"] == 1
-    check_toy(ws)
+    assert report["duplicate_rule"] == "latest review of a (user, item) pair kept"
 
 
 def test_rerun_is_a_noop_and_changed_input_rebuilds(ws):
@@ -191,3 +213,141 @@ def test_missing_inputs_and_corrupt_outputs_are_clear(ws, tmp_path):
         Workspace(ws.root).taxonomy
     with pytest.raises(WorkspaceError, match="missing"):
         Workspace(tmp_path / "nothing").items
+
+
+# ---- HTML cleaning --------------------------------------------------------------------------------
+
+def test_html_cleaner_strips_tags_but_keeps_comparison_signs(ws):
+    assert clean_text("pets < 20 lb, fits > 10 lb breeds") == "pets < 20 lb, fits > 10 lb breeds"
+    assert clean_text("5<10 and 20>15, a <= b") == "5<10 and 20>15, a <= b"
+    assert clean_text('<p class="x">Soft<br/>coat</p><!-- note --><o:p></o:p> &amp; shine') == "Soft coat & shine"
+    assert clean_text("escaped &lt;b&gt; stays text") == "escaped <b> stays text"
+    # through prepare, as the pipeline sees it
+    write_2014(ws.raw, extra_meta_lines=[repr({"asin": "A", "title": "Crate <b>for</b> pets < 20 lb, fits > 10 lb breeds",
+                                               "categories": [["Beauty", "Skin Care"]]})])
+    prepare(ws, CFG)
+    assert {it.asin: it.title for it in ws.items}["A"] == "Crate for pets < 20 lb, fits > 10 lb breeds"
+
+
+# ---- file names, editions, your own raw directory --------------------------------------------------
+
+def _rename(raw, old, new):
+    (raw / old).rename(raw / new)
+
+
+@pytest.mark.parametrize("reviews, edition", [
+    ("Beauty.json.gz", "2018"),             # the full 2018 dump (not the 5-core)
+    ("Beauty_5.json.gz", "2018"),
+    ("reviews_Beauty.json.gz", "2014"),     # the full 2014 dump
+    ("reviews_Beauty_5.json.gz", "2014"),
+])
+def test_both_editions_full_and_5core_names_are_found(ws, reviews, edition):
+    write_2014(ws.raw)
+    _rename(ws.raw, "reviews_Beauty_5.json.gz", reviews)
+    found = find_raw_files(ws.raw)
+    assert (found.reviews.name, found.meta.name, found.edition, found.category) == (
+        reviews, "meta_Beauty.json.gz", edition, "Beauty")
+
+
+def test_full_2018_dump_names_prepare(ws):
+    write_2018(ws.raw)
+    _rename(ws.raw, "Beauty_5.json", "Pet_Supplies.json")
+    _rename(ws.raw, "meta_Beauty.json.gz", "meta_Pet_Supplies.json.gz")
+    prepare(ws, CFG)
+    check_toy(ws)
+    assert ws.stats["edition"] == "2018" and ws.stats["files"] == ["Pet_Supplies.json", "meta_Pet_Supplies.json.gz"]
+
+
+def test_wrong_names_list_what_is_expected_and_what_is_there(ws):
+    write_2014(ws.raw)
+    _rename(ws.raw, "reviews_Beauty_5.json.gz", "beauty-reviews.jsonl.gz")
+    with pytest.raises(DataError, match=r"reviews_<Category>_5\.json\[\.gz\].*<Category>\.json\[\.gz\].*"
+                                        r"beauty-reviews\.jsonl\.gz"):
+        find_raw_files(ws.raw)
+
+
+def test_edition_override_reads_2018_metadata_as_json_only(ws):
+    # 2018 content under 2014-style names: auto-detection says 2014, --edition 2018 says otherwise
+    write_2018(ws.raw)
+    _rename(ws.raw, "Beauty_5.json", "reviews_Beauty_5.json")
+    assert find_raw_files(ws.raw).edition == "2014"
+    assert find_raw_files(ws.raw, "2018").edition == "2018"
+    prepare(ws, CFG.model_copy(update={"edition": "2018"}))
+    check_toy(ws)
+    assert ws.stats["edition"] == "2018"
+
+
+def test_malformed_2018_json_line_is_a_json_error_with_its_line(ws):
+    write_2018(ws.raw)
+    with gzip.open(ws.raw / "meta_Beauty.json.gz", "at") as fh:
+        fh.write('{"asin": "Z", "title": "broken", "category": ["Beauty"]\n')
+    result = prepare(ws, CFG)
+    assert result.malformed == 1
+    report = json.loads((ws.processed / "report.json").read_text())
+    [problem] = report["malformed_examples"]
+    assert (problem["file"], problem["line"]) == ("meta_Beauty.json.gz", 5)
+    assert problem["reason"].startswith("unreadable record: invalid JSON: Expecting")
+    assert "SyntaxError" not in problem["reason"]
+
+
+def test_2014_python_literal_that_is_broken_says_so_without_python_internals(ws):
+    write_2014(ws.raw, extra_meta_lines=["{'asin': 'Z', 'title': 'broken"])
+    prepare(ws, CFG)
+    [problem] = json.loads((ws.processed / "report.json").read_text())["malformed_examples"]
+    assert "neither JSON nor a Python literal" in problem["reason"] and "SyntaxError" not in problem["reason"]
+
+
+def test_2018_metadata_read_as_the_wrong_edition_is_a_clear_error(ws):
+    write_2014(ws.raw)  # Python-literal metadata
+    with pytest.raises(DataError, match=r"meta_Beauty\.json\.gz: no readable metadata record \(line 1: .*invalid "
+                                        r"JSON.*--edition 2014\|2018"):
+        prepare(ws, CFG.model_copy(update={"edition": "2018"}))
+
+
+def _truncate(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def test_truncated_gzip_is_a_data_error_naming_the_file(ws):
+    write_2014(ws.raw, extra_review_lines=[json.dumps({"reviewerID": f"X{i}", "asin": "A", "overall": 4.0,
+                                                       "unixReviewTime": 100 + i, "reviewText": f"text {i} " * 20})
+                                           for i in range(300)])
+    path = ws.raw / "reviews_Beauty_5.json.gz"
+    _truncate(path, len(path.read_bytes()) // 2)
+    with pytest.raises(DataError, match=r"reviews_Beauty_5\.json\.gz: the gzip stream ends early after line \d+: "
+                                        r"the file is truncated"):
+        prepare(ws, CFG)
+
+
+def test_gzip_with_a_bad_crc_is_a_data_error_naming_the_file(ws):
+    write_2014(ws.raw)
+    path = ws.raw / "meta_Beauty.json.gz"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"meta_Beauty\.json\.gz: corrupt gzip data after line 4 \(CRC check failed"):
+        prepare(ws, CFG)
+
+
+def test_raw_files_from_another_directory_are_linked_into_the_workspace(ws, tmp_path):
+    mine = tmp_path / "downloads"
+    write_2018(mine)
+    _rename(mine, "Beauty_5.json", "Pet_Supplies.json")
+    _rename(mine, "meta_Beauty.json.gz", "meta_Pet_Supplies.json.gz")
+    (mine / "notes.txt").write_text("not data")
+    files = adopt_raw(ws, mine)
+    assert (files.reviews.name, files.meta.name, files.edition) == ("Pet_Supplies.json", "meta_Pet_Supplies.json.gz", "2018")
+    assert sorted(p.name for p in ws.raw.iterdir()) == ["Pet_Supplies.json", "meta_Pet_Supplies.json.gz"]
+    assert (ws.raw / "Pet_Supplies.json").resolve() == (mine / "Pet_Supplies.json").resolve()
+    prepare(ws, CFG)
+    check_toy(ws)
+    # another --raw replaces the links; a real file in raw/ is never overwritten
+    other = tmp_path / "other"
+    write_2014(other)
+    adopt_raw(ws, other)
+    assert sorted(p.name for p in ws.raw.iterdir()) == ["meta_Beauty.json.gz", "reviews_Beauty_5.json.gz"]
+    (ws.raw / "reviews_Beauty_5.json.gz").unlink()
+    write_2014(ws.raw)
+    with pytest.raises(DataError, match="already in the workspace"):
+        adopt_raw(ws, mine)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -11,7 +12,7 @@ from rich.table import Table
 from coldlabel.cli.common import console, settings_from, workspace
 from coldlabel.data import synth
 from coldlabel.data.fetch import fetch
-from coldlabel.data.prepare import prepare
+from coldlabel.data.prepare import adopt_raw, prepare
 from coldlabel.data.stats import THESIS_TABLES
 from coldlabel.data.workspace import Workspace
 
@@ -31,7 +32,7 @@ def synth_command(
     seed = settings.synth.seed if seed is None else seed
     ws = Workspace.of(settings.data.root, dataset or preset)
     summary = synth.generate(preset, ws.root, seed=seed, progress=preset in ("beauty", "health"))
-    console.print(f"[green]synthesized[/] preset={preset} seed={seed} -> {ws.raw}  ({summary})")
+    console.print(f"[green]synthesized[/] preset={preset} seed={seed} -> {ws.raw.absolute()}  ({summary})")
 
 
 @app.command("fetch")
@@ -53,7 +54,7 @@ def fetch_command(
             bar.update(tasks[name], completed=got)
 
         paths = fetch(category, ws.raw, edition=edition, base_url=base_url, progress=progress)
-    console.print(f"[green]ready:[/] {', '.join(str(p) for p in paths)}")
+    console.print(f"[green]ready:[/] {', '.join(str(p.absolute()) for p in paths)}")
 
 
 @app.command("prepare")
@@ -61,9 +62,20 @@ def prepare_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if inputs are unchanged."),
+    raw: Optional[Path] = typer.Option(None, "--raw", help="Directory holding your reviews + meta files; they are "
+                                                           "linked into the workspace's raw/ (see README: your own data)."),
+    edition: Optional[str] = typer.Option(None, "--edition", help="2014 | 2018 | auto (default data.edition: told "
+                                                                  "by the file names)."),
 ) -> None:
     """Raw files -> split, weighted, indexed interactions, item texts, taxonomy and statistics."""
     ws, settings = workspace(ctx, dataset)
+    if edition is not None:
+        settings = settings_from(ctx, [f"data.edition={edition}"])
+    console.print(f"workspace: {ws.root.absolute()}", highlight=False)
+    if raw is not None:
+        files = adopt_raw(ws, raw, settings.data.edition)
+        console.print(f"raw files: {files.reviews.name} + {files.meta.name} ({files.edition} edition) from "
+                      f"{raw.absolute()}", highlight=False)
     result = prepare(ws, settings.data, force=force)
     if not result.rebuilt:
         console.print(f"[green]{dataset}: up to date[/] (inputs and settings unchanged)")
@@ -92,6 +104,13 @@ def print_stats(ws: Workspace, compare: Optional[str]) -> None:
         table.add_row(*cells)
     console.print(table)
     console.print(" · ".join(f"{k}: {v}" for k, v in stats["extra"].items()))
+    if "dropped" in stats:  # absent in workspaces prepared before it was recorded
+        console.print("dropped: " + " · ".join(f"{k}: {v:,}" for k, v in stats["dropped"].items())
+                      + "  (why: README, 'Your own data')", highlight=False)
+        flagged = stats.get("flagged_items", 0)
+        style = "yellow" if flagged else "green"
+        console.print(f"[{style}]{flagged} items flagged as instruction-like text[/] (labels follow "
+                      f"labeler.flagged_items; list: {(ws.processed / 'report.json').absolute()})", highlight=False)
 
 
 @app.command("stats")
@@ -101,9 +120,10 @@ def stats_command(
     compare: Optional[str] = typer.Option(None, "--compare", help="Show thesis figures beside ours: beauty | health"),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics file as JSON."),
 ) -> None:
-    """Print the Table 3.1-style statistics of a prepared dataset."""
+    """Print the Table 3.1-style statistics of a prepared dataset, and what preparation dropped."""
     ws, _ = workspace(ctx, dataset)
     if as_json:
         print(json.dumps(ws.stats, indent=2))
     else:
+        console.print(f"workspace: {ws.root.absolute()}", highlight=False)
         print_stats(ws, compare)

@@ -1,29 +1,47 @@
 """Raw review + metadata files → the processed dataset workspace (thesis §3.2).
 
 Steps, top to bottom: read (malformed lines reported, never fatal) → keep interactions whose item has
-metadata → one review per (user, item) → global time sort → 70/30 split by position → rating → weight →
-index spaces → training sequences → taxonomy → statistics. A manifest of input hashes and settings makes a
-re-run on unchanged inputs a no-op.
+metadata → one review per (user, item), **the latest** → global time sort → 70/30 split by position →
+rating → weight → index spaces → training sequences → taxonomy → instruction-like catalog text flagged →
+statistics. What was dropped, and why, is counted in ``processed/report.json`` and in ``stats.json``
+(``dropped``), which ``data prepare`` and ``data stats`` print. A manifest of input hashes and settings
+makes a re-run on unchanged inputs a no-op.
+
+Why the latest review of a (user, item) pair: the thesis keeps one review per pair; a later review of the
+same product (an edit, a re-review after use) is the user's current judgement of it, so its rating and
+time are the ones kept (at equal times, the higher rating). How many duplicate pairs disagreed on the
+rating is reported.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from coldlabel.config import DataSettings
-from coldlabel.data.formats import LineProblems, Meta, Review, find_raw_files, read_metadata, read_reviews
+from coldlabel.data.formats import (
+    LineProblems,
+    Meta,
+    RawFiles,
+    Review,
+    find_raw_files,
+    read_metadata,
+    read_reviews,
+)
+from coldlabel.data.injection import flag_reason
 from coldlabel.data.stats import compute_stats
 from coldlabel.data.workspace import INTERACTION_COLUMNS, PATH_SEP, Workspace, file_hash
 from coldlabel.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PREPARE_VERSION = "1"  # bump when the processed format or the rules change: forces a rebuild
+PREPARE_VERSION = "2"  # bump when the processed format or the rules change: forces a rebuild
+DUPLICATE_RULE = "latest review of a (user, item) pair kept"
 
 @dataclass(frozen=True)
 class PrepareResult:
@@ -31,6 +49,8 @@ class PrepareResult:
     rebuilt: bool
     seconds: float
     malformed: int
+    dropped: dict[str, int] | None = None  # what the rules removed, and why (stats.json "dropped")
+    flagged: int = 0                       # items whose text reads like an instruction to a model
 
 
 def weight_of(rating: float, cfg: DataSettings) -> float:
@@ -74,8 +94,35 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def adopt_raw(ws: Workspace, source: Path, edition: str | None = None) -> RawFiles:
+    """Use the reviews + metadata files in ``source`` (``data prepare --raw DIR``): they are linked into the
+    workspace's ``raw/`` (copied where links are not possible), so later commands find them there.
+    Links left by an earlier ``--raw`` are replaced; a real file already in ``raw/`` is never overwritten."""
+    if not source.is_dir():
+        raise DataError(f"--raw {source}: no such directory")
+    found = find_raw_files(source, edition)
+    ws.raw.mkdir(parents=True, exist_ok=True)
+    if ws.raw.resolve() == source.resolve():
+        return found
+    wanted = {found.reviews.name: found.reviews, found.meta.name: found.meta}
+    for entry in sorted(ws.raw.iterdir()):
+        if not entry.name.endswith((".json", ".json.gz")):
+            continue
+        if not entry.is_symlink():
+            raise DataError(f"{entry} is already in the workspace (not a link from --raw); use another --dataset "
+                            f"name, or move it away to prepare {source} here")
+        entry.unlink()
+    for name, src in wanted.items():
+        target = ws.raw / name
+        try:
+            target.symlink_to(src.resolve())
+        except OSError:
+            shutil.copy2(src, target)
+    return find_raw_files(ws.raw, edition)
+
+
 def _manifest(ws: Workspace, cfg: DataSettings) -> dict:
-    files = find_raw_files(ws.raw)
+    files = find_raw_files(ws.raw, cfg.edition)
     return {
         "version": PREPARE_VERSION,
         "edition": files.edition,
@@ -102,29 +149,42 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
         log.info("%s: processed data is up to date (inputs unchanged), nothing to do", ws.name)
         return PrepareResult(ws, False, time.perf_counter() - started, 0)
 
-    files = find_raw_files(ws.raw)
+    files = find_raw_files(ws.raw, cfg.edition)
     problems = LineProblems()
-    metas: dict[str, Meta] = {m.asin: m for m in read_metadata(files.meta, problems, cfg.description_chars)}
+    metas: dict[str, Meta] = {m.asin: m for m in read_metadata(files.meta, problems, cfg.description_chars,
+                                                               files.edition)}
     raw_reviews = list(read_reviews(files.reviews, problems))
     if problems.total:
         log.warning("%s: %d malformed lines skipped (first: %s); see processed/report.json",
                     ws.name, problems.total, problems.examples[0])
+    if not metas:
+        first = next((e for e in problems.examples if e["file"] == files.meta.name), None)
+        raise DataError(f"{files.meta}: no readable metadata record"
+                        + (f" (line {first['line']}: {first['reason']}); is it the {files.edition} edition? "
+                           "(--edition 2014|2018)" if first else ""))
 
-    # Keep interactions with metadata; one review per (user, item): the earliest one.
-    seen: set[tuple[str, str]] = set()
-    reviews: list[Review] = []
+    # Keep interactions with metadata; one review per (user, item): the latest (module docstring).
+    kept: dict[tuple[str, str], Review] = {}
+    ratings: dict[tuple[str, str], set[float]] = {}
+    no_meta_items: set[str] = set()
     no_meta = duplicates = 0
-    for r in sorted(raw_reviews, key=lambda r: (r.ts, r.user, r.item)):
+    for r in raw_reviews:
         if r.item not in metas:
             no_meta += 1
-        elif (r.user, r.item) in seen:
+            no_meta_items.add(r.item)
+            continue
+        key = (r.user, r.item)
+        ratings.setdefault(key, set()).add(r.rating)
+        old = kept.get(key)
+        if old is not None:
             duplicates += 1
-        else:
-            seen.add((r.user, r.item))
-            reviews.append(r)
+        if old is None or (r.ts, r.rating) > (old.ts, old.rating):
+            kept[key] = r
+    reviews = list(kept.values())
+    rating_conflicts = sum(1 for values in ratings.values() if len(values) > 1)
     if not reviews:
         raise DataError(f"{files.reviews}: no usable interactions (malformed {problems.total}, "
-                         f"without metadata {no_meta})")
+                        f"without metadata {no_meta})")
 
     train, test = time_split(reviews, cfg.train_ratio)
 
@@ -154,15 +214,20 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
             sequences[user2idx[r.user]].append(item2idx[r.item])
 
     item_lines = []
+    flagged: list[dict] = []
     categories: dict[str, list[str]] = {}
     sub_items: dict[str, list[int]] = defaultdict(list)
     item_sub: dict[str, str] = {}
     for asin, idx in item2idx.items():
         m = metas[asin]
+        reason = flag_reason(m.title, m.brand, m.description, PATH_SEP.join(m.category_path))
+        if reason:
+            flagged.append({"idx": idx, "asin": asin, "reason": reason, "title": m.title[:120]})
         item_lines.append(json.dumps({
             "idx": idx, "asin": asin, "title": m.title, "description": m.description, "brand": m.brand,
             "category_path": list(m.category_path),
             "text": f"{m.title} | {PATH_SEP.join(m.category_path)}" if m.category_path else m.title,
+            "flagged": reason,
         }, ensure_ascii=False))
         category, sub = split_taxonomy(m.category_path, cfg)
         subs = categories.setdefault(category, [])
@@ -182,10 +247,20 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
     table = compute_stats(rows["train"], rows["test"])
     n_train_users = table["Users in training split"]
     n_test_users = table["Users in test split"]
+    dropped = {
+        "malformed lines": problems.total,
+        "reviews of items without metadata": no_meta,
+        "items without metadata": len(no_meta_items),
+        "duplicate reviews (latest kept)": duplicates,
+        "duplicate pairs with different ratings": rating_conflicts,
+    }
     stats = {
         "dataset": ws.name,
         "edition": files.edition,
+        "files": [files.reviews.name, files.meta.name],
         "table": table,
+        "dropped": dropped,
+        "flagged_items": len(flagged),
         "extra": {
             "items": len(item2idx),
             "users": len(user2idx),
@@ -201,8 +276,15 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
         "malformed_examples": problems.examples,
         "reviews_read": len(raw_reviews),
         "dropped_without_metadata": no_meta,
+        "items_without_metadata": len(no_meta_items),
+        "items_without_metadata_examples": sorted(no_meta_items)[:50],
         "dropped_duplicates": duplicates,
+        "duplicate_rule": DUPLICATE_RULE,
+        "duplicate_pairs_with_different_ratings": rating_conflicts,
         "items_with_metadata": len(metas),
+        "flagged_items": len(flagged),
+        "flagged_by_rule": _count_rules(flagged),
+        "flagged": flagged,
     }
     _write_atomic(ws.processed / "items.jsonl", "\n".join(item_lines) + "\n")
     _write_atomic(ws.processed / "mappings.json", json.dumps({"user2idx": user2idx, "item2idx": item2idx}))
@@ -214,4 +296,12 @@ def prepare(ws: Workspace, cfg: DataSettings, force: bool = False) -> PrepareRes
     seconds = time.perf_counter() - started
     log.info("%s: prepared %d interactions (%d train / %d test), %d items, %d users in %.1fs",
              ws.name, len(reviews), len(train), len(test), len(item2idx), len(user2idx), seconds)
-    return PrepareResult(ws, True, seconds, problems.total)
+    return PrepareResult(ws, True, seconds, problems.total, dropped, len(flagged))
+
+
+def _count_rules(flagged: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in flagged:
+        rule = f["reason"].split(":", 1)[0]
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts

@@ -6,13 +6,14 @@ Layout of ``<data.root>/<dataset>/``::
     truth/        synthetic ground truth (latent tastes); evaluation and tests only, never the pipeline
     processed/    written by ``coldlabel data prepare``
         mappings.json     {"user2idx": {reviewerID: idx}, "item2idx": {asin: idx}} shared by every stage
-        items.jsonl       one item per line: idx, asin, title, description, brand, category_path, text
+        items.jsonl       one item per line: idx, asin, title, description, brand, category_path, text,
+                          flagged (why its text reads like an instruction to a model, or "")
         train.tsv         split interactions: user, item, user_idx, item_idx, ts, rating, weight
         test.tsv          (weight: 1.0 strong, 0.3 weak, 0.0 not a positive)
         sequences.json    {user_idx: [item_idx, ...]} time-ordered training positives (weight > 0)
         taxonomy.json     stage-2 categories, stage-3 subcategories, item -> subcategory
         stats.json        the rows of thesis Table 3.1/3.2
-        report.json       malformed lines (file, line number, reason), dropped counts
+        report.json       malformed lines (file, line number, reason), dropped counts, flagged items
         manifest.json     input content hash + settings hash; an unchanged manifest makes prepare a no-op
     retrieval/    written by ``coldlabel retrieval build`` (vectors, index, leaves, evidence, candidates)
 
@@ -56,6 +57,7 @@ class Item:
     description: str
     brand: str
     category_path: tuple[str, ...]
+    flagged: str = ""  # why the item's text reads like an instruction to a model ("" = it does not)
 
     @property
     def category_text(self) -> str:
@@ -149,7 +151,7 @@ class Workspace:
                 try:
                     d = json.loads(line)
                     out.append(Item(d["idx"], d["asin"], d["title"], d.get("description", ""),
-                                    d.get("brand", ""), tuple(d["category_path"])))
+                                    d.get("brand", ""), tuple(d["category_path"]), d.get("flagged") or ""))
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise WorkspaceError(f"{path}:{n} is corrupted ({exc}); re-run `coldlabel data prepare`") from None
         if any(item.idx != i for i, item in enumerate(out)):

@@ -64,7 +64,11 @@ class Store(RequestCache, RunRepository, LabelRepository):
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self._pid = os.getpid()
-        check_schema(self.engine, url, self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade)
+        try:  # an unreachable database is StoreUnavailable/StoreError here (engine.connect), not a traceback
+            check_schema(self.engine, url, self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def __repr__(self) -> str:
         return f"Store({redact(self.url)!r})"

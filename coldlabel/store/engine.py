@@ -7,16 +7,22 @@
 * **PostgreSQL** (``postgresql+psycopg://...``): ``pool_pre_ping``; the schema is **never changed
   implicitly**. Opening a database whose revision is behind the code fails with a message that says to run
   ``coldlabel db upgrade``, because a shared server may have other readers that must be upgraded with care.
+
+Opening a store, reading its revision and migrating it go through :func:`connect`: a database that cannot
+be reached there (server down, wrong host or port, a SQLite file that cannot be opened) is a
+:class:`StoreUnavailable` (or, for a SQLite file, a :class:`StoreError`) naming the redacted URL, which the
+CLI prints as one line — not a driver traceback.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import command
@@ -27,7 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from coldlabel.errors import StoreError
+from coldlabel.errors import StoreError, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 BUSY_TIMEOUT_S = 60.0  # how long a SQLite writer waits for the lock; labeling writes are tiny
@@ -38,6 +44,30 @@ def redact(url: str | sa.URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _reason(exc: BaseException, url: str | sa.URL) -> str:
+    """The driver's first line, without the password should a driver ever quote it."""
+    orig = getattr(exc, "orig", None) or exc
+    text = next((line.strip() for line in str(orig).splitlines() if line.strip()), type(orig).__name__)
+    password = make_url(url).password
+    return text.replace(password, "***") if password else text
+
+
+@contextmanager
+def connect(engine: Engine, url: str | sa.URL | None = None) -> Iterator[Connection]:
+    """``engine.connect()`` for the open/migrate boundary: an unreachable database is a known error."""
+    url = url or engine.url
+    try:
+        conn = engine.connect()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        if engine.dialect.name == "sqlite":
+            raise StoreError(f"cannot open the SQLite store {redact(url)}: {_reason(exc, url)}; check that its "
+                             "directory exists and is writable (data.root, store.url)") from None
+        raise StoreUnavailable(f"database {redact(url)} cannot be reached: {_reason(exc, url)}; is the server "
+                               "running, and are store.url (or --url) host, port and credentials right?") from None
+    with conn:
+        yield conn
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the per-backend settings described in the module docstring."""
     parsed = make_url(url)
@@ -46,7 +76,10 @@ def make_engine(url: str) -> Engine:
     if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file::memory:"):
         raise StoreError(f"store url {url!r}: in-memory SQLite is not supported (each connection would see "
                          "its own empty database); use a file path such as sqlite:///data/coldlabel.db")
-    Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the directory of the SQLite store {url!r}: {exc.strerror or exc}") from None
     engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -109,7 +142,7 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
     """The database's Alembic revision (None for an empty database)."""
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
-        with engine.connect() as conn:
+        with connect(engine) as conn:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         if isinstance(url_or_engine, str):
@@ -119,7 +152,7 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
 def _run_alembic(url: str, action: str, revision: str) -> None:
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with connect(engine, url) as conn:
             # On SQLite this makes the whole migration one BEGIN IMMEDIATE transaction, so two processes
             # upgrading a fresh file at once simply queue and the second finds nothing left to do.
             conn.execution_options(coldlabel_write=True)

@@ -254,13 +254,10 @@ def _breaker_tripped(settings: Settings, store: Store, run_id: str, exc: BaseExc
     reason = (f"paused by the circuit breaker: {n} users in a row failed on transport errors (last: {exc}). "
               f"When the endpoint answers again: `coldlabel label resume {run_id}` (or --endpoint another one)")
 
-    def note() -> bool:
-        return store.note_transport_failure(run_id, n, reason) or store.get_run(run_id).status == "paused"
-
-    tripped = patiently(settings, note, f"run {run_id}")
-    if tripped:
-        log.error("run %s: %s", run_id, reason)
-    return tripped
+    if patiently(settings, lambda: store.note_transport_failure(run_id, n, reason), f"run {run_id}"):
+        log.error("run %s: %s", run_id, reason)  # said once, by the attempt that tripped it
+        return True
+    return patiently(settings, lambda: store.get_run(run_id).status == "paused", f"run {run_id}")
 
 
 def _settle(settings: Settings, store: Store, run: Run) -> None:

@@ -382,6 +382,35 @@ def test_an_inline_run_takes_over_the_claims_of_a_dead_process_once_their_leases
     assert result.done == 4 and took >= 1.5  # it waited for the leases: no double labeling meanwhile
 
 
+def test_after_a_store_outage_the_reaper_gives_live_workers_time_to_renew(setup):
+    """During an outage nobody can renew a lease, so every claim looks expired when the store is back; the
+    reaper waits half a lease (while live workers renew) instead of re-enqueueing work that is in progress."""
+    from coldlabel.errors import StoreUnavailable
+    from labeler.runs import start_run
+    from workers.reaper import Reaper
+
+    store, settings = setup["store"], setup["settings"]
+    run = start_run(store, settings, "tiny", users=2)
+    alive, dead = store.incomplete_users(run.id)
+    store.claim_user(run.id, alive, "alive", lease_s=-1)  # expired while the store was away
+    down, now, sent = [True], [0.0], []
+
+    def store_for():
+        if down[0]:
+            raise StoreUnavailable("database unreachable: the proxy is cut")
+        return store
+
+    reaper = Reaper(store_for, settings, dispatch=sent.extend, run_id=run.id, clock=lambda: now[0])
+    assert reaper.tick() == []                              # the store is away
+    down[0] = False
+    assert reaper.tick() == [] and sent == []               # back: hold for lease_s / 2 = 15 s
+    store.renew_claims([(run.id, alive, "alive")], 30)      # ... during which the live worker renews
+    store.claim_user(run.id, dead, "killed", lease_s=-1)    # and this one's worker is really gone
+    now[0] = 16.0
+    assert reaper.tick() == [(run.id, dead)] and sent == [(run.id, dead)]
+    assert store.get_user(run.id, alive).status == "running" and store.get_user(run.id, dead).status == "pending"
+
+
 def test_run_settings_use_the_runs_labeler_config_and_this_hosts_endpoints(setup):
     from coldlabel.config import load_settings
     from labeler.lifecycle import run_settings

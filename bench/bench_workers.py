@@ -198,7 +198,7 @@ def resume_cost(root: Path, n: int = 1000) -> dict:
                                config={})
         store.add_users(run.id, [(i, f"U{i:05d}") for i in range(n)])
         for i in range(n):
-            store.claim_user(run.id, i, "bench")
+            store.claim_user(run.id, i, "bench", lease_s=60)
             store.finish_user(run.id, i, {"llm_calls": 6})
         t0 = time.perf_counter()
         enq = prepare_resume(store, settings, run.id)

@@ -85,12 +85,15 @@ class LabelerSettings(_Section):
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(512, ge=1)
     timeout_s: float = Field(120.0, gt=0)
+    request_deadline_s: float = Field(300.0, gt=0)
+    max_fallback_share: float = Field(0.5, ge=0, le=1)
 
 
 class TransportSettings(_Section):
     max_attempts: int = Field(6, ge=1)
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
+    circuit_breaker_failures: int = Field(5, ge=1)
 
 
 Dialect = Literal["vllm", "llamacpp", "openai", "plain"]
@@ -120,11 +123,15 @@ class WorkerSettings(_Section):
     pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
     concurrency: int = Field(8, ge=1)
     inline_concurrency: int = Field(4, ge=1)
-    visibility_timeout_s: int = Field(7200, ge=1)  # tests lower it to see redelivery within seconds
+    visibility_timeout_s: int = Field(600, ge=1)  # a backstop: claims heal through leases (lease_s)
     max_task_retries: int = Field(3, ge=0)
     retry_backoff_s: float = Field(5, ge=0)
     soft_shutdown_timeout_s: float = Field(60, ge=0)  # on SIGTERM: finish in-flight users, then requeue
     slot_lease_s: float = Field(30, gt=0)  # an endpoint slot held by a dead worker frees itself after this
+    lease_s: float = Field(30, gt=0)  # a user's claim lasts this long unless its worker renews it
+    reap_interval_s: float = Field(15, gt=0)  # how often expired claims are looked for and re-enqueued
+    store_outage_s: float = Field(900, ge=0)  # how long a user waits for the store before giving back its message
+    startup_timeout_s: float = Field(30, ge=0)  # `coldlabel worker` waits this long for store, broker, endpoint
 
 
 class TrainerSettings(_Section):

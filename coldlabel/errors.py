@@ -8,9 +8,18 @@ from __future__ import annotations
 
 
 class ColdlabelError(Exception):
-    """Base of all known errors. ``exit_code``: 1 for runtime problems, 2 for a bad configuration."""
+    """Base of all known errors. ``exit_code``: 1 for runtime problems, 2 for a bad configuration, 3 for a
+    run that finished with labels too weak to trust (:class:`RunDegraded`). ``prefix`` starts the line the
+    CLI prints."""
 
     exit_code = 1
+    prefix = "error"
+
+
+class Unavailable(ColdlabelError):
+    """Infrastructure (the database, the broker's Redis) is away for now. Never the user's fault: a worker
+    waits for it to come back instead of spending the user's retries, and never acknowledges a message whose
+    outcome it could not record."""
 
 
 # ---- configuration --------------------------------------------------------------------------------
@@ -19,6 +28,7 @@ class ConfigError(ColdlabelError):
     """A configuration problem, with a message that names the offending key."""
 
     exit_code = 2
+    prefix = "config error"
 
 
 # ---- data: raw files, processed workspace, retrieval artefacts -------------------------------------
@@ -49,7 +59,7 @@ class StoreError(ColdlabelError):
     """A store problem the user can act on; the message says what is wrong and what to run."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """The database cannot be reached right now (server down, network cut): transient, worth a retry."""
 
 
@@ -61,15 +71,42 @@ class RunError(ColdlabelError):
     """A run-level problem the user can act on (the message says what to do)."""
 
 
+class DatasetChanged(RunError):
+    """The dataset under a run is not the one the run started on (its fingerprint changed): a user index may
+    now mean another person, so nothing more is labeled until the original inputs are back."""
+
+
+class RunDegraded(RunError):
+    """The run finished, but too many stage answers fell back or some users were dead-lettered."""
+
+    exit_code = 3
+    prefix = "warning"
+
+
+class WorkerNotReady(ColdlabelError):
+    """A worker found the store, the broker or the endpoint unreachable at start and did not start."""
+
+
 # ---- LLM endpoints ---------------------------------------------------------------------------------
 
 class EndpointError(ColdlabelError):
-    """The endpoint could not answer (after retries, or it rejected the request outright)."""
+    """The endpoint could not answer after the client's retries (unreachable, rate limited, server error,
+    timed out): transient, a circuit breaker pauses the run when it keeps happening."""
+
+
+class EndpointRejected(EndpointError):
+    """The endpoint refuses this configuration (HTTP 401/403/404, or 400 on the request's shape): retrying
+    cannot help, so the run is paused at once with this message."""
+
+
+class RequestRejected(EndpointError):
+    """The endpoint refuses this one request (a prompt over the context length): only this user is
+    dead-lettered, the run goes on."""
 
 
 class LocalServerError(ColdlabelError):
     """The local LLM server could not be started (missing package, port taken, crashed, not ready)."""
 
 
-class LimiterUnavailable(ColdlabelError):
-    """The shared endpoint limiter (Redis) cannot be reached: transient, the user is retried."""
+class LimiterUnavailable(Unavailable):
+    """The shared endpoint limiter (Redis) cannot be reached: transient, the user waits for it."""

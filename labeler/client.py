@@ -5,15 +5,21 @@
   takes ``{"type": "json_object", "schema": ...}`` and rejects ``json_schema`` with HTTP 500;
   ``plain`` sends no constraint. ``constrained=False`` sends no schema for any dialect (for measuring).
 * **Transport retries** (``tenacity``): timeouts, connection errors, 408/409/429 and 5xx, exponential
-  backoff with jitter, honouring ``Retry-After``; at most ``transport.max_attempts`` attempts. Other 4xx
-  fail at once. Exhausted retries raise :class:`EndpointError` naming the endpoint and URL, never the key.
+  backoff with jitter, honouring ``Retry-After``; at most ``transport.max_attempts`` attempts, and all of
+  them with their waits inside ``labeler.request_deadline_s`` (each attempt also has ``labeler.timeout_s``).
+  Exhausted retries raise :class:`EndpointError` naming the endpoint, the URL and what went wrong
+  (unreachable, timed out, rate limited, server error), never the key. Other 4xx fail at once, without a
+  retry: 401/403/404 and a refused request shape as :class:`EndpointRejected` (the run cannot go on), a
+  prompt over the context length as :class:`RequestRejected` (only this user cannot).
   Format problems (bad JSON) are *not* handled here: that is the pipeline's one format retry.
 * **Limits**: an ``asyncio.Semaphore`` of ``endpoint.concurrency`` and a requests-per-minute spacer, per
   client (one client per endpoint per process). ``slot`` is an optional async-context-manager factory
   entered around every HTTP attempt, for cross-process limits (the workers' hook).
-* **Cache**: content-addressed (:func:`cache_key`); a hit issues no HTTP request. The cache object has
-  ``get_call(key)`` / ``put_call(...)`` (``coldlabel.store.Store``); the endpoint's name and URL are not in
-  the key, the model and dialect are.
+* **Cache**: content-addressed (:func:`cache_key`); a hit issues no HTTP request. Only a *usable* answer is
+  a hit and only a usable answer is stored: not empty, not cut off at max_tokens, and accepted by the
+  caller's ``validate`` (the pipeline passes its parser), so a bad answer is asked again next time instead
+  of being replayed forever. The cache object has ``get_call(key)`` / ``put_call(...)``
+  (``coldlabel.store.Store``); the endpoint's name and URL are not in the key, the model and dialect are.
 """
 from __future__ import annotations
 
@@ -31,15 +37,17 @@ from dataclasses import dataclass
 from typing import Any, AsyncContextManager, Callable, Protocol
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from coldlabel.config import NO_KEY, EndpointSettings, LabelerSettings, Settings, TransportSettings
-from coldlabel.errors import EndpointError
+from coldlabel.errors import EndpointError, EndpointRejected, RequestRejected
 
 log = logging.getLogger("coldlabel.client")
 
 RETRY_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER_S = 300.0  # a server asking for more than this is treated as asking for this
+# A 400/422 that says the prompt is too long is about this request, not about the endpoint.
+_TOO_LONG = re.compile(r"context length|context window|maximum context|too many tokens|too long", re.I)
 # Keywords OpenAI strict mode does not accept; stripped for the ``openai`` dialect only.
 _OPENAI_UNSUPPORTED = ("minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum")
 
@@ -65,7 +73,7 @@ class CallCache(Protocol):
     def get_call(self, key: str) -> Any: ...
     def put_call(self, *, key: str, model: str, dialect: str, prompt_version: str, endpoint: str,
                  request: dict, response_text: str, finish_reason: str | None, prompt_tokens: int,
-                 completion_tokens: int, latency_ms: float) -> Any: ...
+                 completion_tokens: int, latency_ms: float, replace: bool) -> Any: ...
 
 
 # ---- pure helpers ------------------------------------------------------------------------------
@@ -150,15 +158,31 @@ def _retry_after(exc: BaseException) -> float | None:
 
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: connection trouble, timeouts, 408/409/429 and server errors."""
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(exc, (openai.APIConnectionError, TimeoutError)):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRY_STATUS or exc.status_code >= 500
     return False
 
 
+def what_failed(exc: BaseException) -> str:
+    """A transient failure in words: unreachable, timed out, rate limited or server error."""
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "unreachable"
+    if isinstance(exc, openai.APIStatusError):
+        return {429: "rate limited", 408: "timed out"}.get(exc.status_code, "server error")
+    return "failed"
+
+
+def usable_answer(text: str, finish_reason: str | None, validate: Callable[[str], bool] | None = None) -> bool:
+    """Worth caching (and a cache hit): not empty, not cut off at max_tokens, accepted by ``validate``."""
+    return bool(text.strip()) and finish_reason != "length" and (validate is None or bool(validate(text)))
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
@@ -254,47 +278,57 @@ class LLMClient:
     async def complete(self, messages: list[dict], *, schema: dict | None = None, schema_name: str = "answer",
                        constrained: bool | None = None, temperature: float | None = None,
                        max_tokens: int | None = None, prompt_version: str = "",
-                       use_cache: bool = True) -> Completion:
-        """One chat completion: from the cache when the same request was answered before, else over HTTP."""
+                       use_cache: bool = True, validate: Callable[[str], bool] | None = None) -> Completion:
+        """One chat completion: from the cache when the same request was answered usably before, else over
+        HTTP. ``validate(text)`` says whether an answer is usable (see :func:`usable_answer`)."""
         body = self.build_request(messages, schema=schema, schema_name=schema_name, constrained=constrained,
                                   temperature=temperature, max_tokens=max_tokens)
         params = {"temperature": body["temperature"], "max_tokens": body["max_tokens"]}
         key = cache_key(self.endpoint.model, self.endpoint.dialect, messages, body.get("response_format"),
                         params, prompt_version)
+        stale = False  # a stored answer that is not usable: asked again, and replaced by a usable one
         if self.cache is not None and use_cache:
             row = await _maybe_await(self.cache.get_call(key))
-            if row is not None:
+            if row is not None and usable_answer(row.response_text, row.finish_reason, validate):
                 return Completion(row.response_text, row.finish_reason, row.prompt_tokens or 0,
                                   row.completion_tokens or 0, row.latency_ms or 0.0, attempts=0,
                                   cache_hit=True, key=key)
+            stale = row is not None
         completion = await self._send(body)
         completion.key = key
-        if self.cache is not None and use_cache:
+        if self.cache is not None and use_cache and usable_answer(completion.text, completion.finish_reason,
+                                                                  validate):
             await _maybe_await(self.cache.put_call(
                 key=key, model=self.endpoint.model, dialect=self.endpoint.dialect,
                 prompt_version=prompt_version, endpoint=self.name, request=body,
                 response_text=completion.text, finish_reason=completion.finish_reason,
                 prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                latency_ms=completion.latency_ms))
+                latency_ms=completion.latency_ms, replace=stale))
         return completion
 
     async def complete_prompt(self, prompt: Any, *, messages: list[dict] | None = None,
                               constrained: bool | None = None, prompt_version: str = "",
                               use_cache: bool = True) -> Completion:
-        """Send a ``labeler.prompts.Prompt`` (its messages, or ``messages`` for a format retry)."""
+        """Send a ``labeler.prompts.Prompt`` (its messages, or ``messages`` for a format retry); only an
+        answer its parser can use is cached."""
         return await self.complete(messages or prompt.messages, schema=prompt.schema,
                                    schema_name=prompt.schema_name, constrained=constrained,
-                                   prompt_version=prompt_version, use_cache=use_cache)
+                                   prompt_version=prompt_version, use_cache=use_cache,
+                                   validate=lambda text: prompt.parse(text).usable)
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Retry-After when the server gave one, else full-jitter exponential backoff."""
+    def _wait(self, state: RetryCallState, deadline_at: float | None = None) -> float:
+        """Retry-After when the server gave one, else full-jitter exponential backoff; never past the
+        request's deadline."""
         exc = state.outcome.exception() if state.outcome else None
         hinted = _retry_after(exc) if exc is not None else None
         if hinted is not None:
-            return min(hinted, MAX_RETRY_AFTER_S)
-        t = self.transport
-        ceiling = min(t.backoff_max_s, t.backoff_initial_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(0, ceiling)
+            wait = min(hinted, MAX_RETRY_AFTER_S)
+        else:
+            t = self.transport
+            wait = random.uniform(0, min(t.backoff_max_s, t.backoff_initial_s * 2 ** (state.attempt_number - 1)))
+        if deadline_at is not None:
+            wait = min(wait, max(0.0, deadline_at - time.monotonic()))
+        return wait
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -302,14 +336,37 @@ class LLMClient:
                     self._scrub(_describe(exc)) if exc else "?",
                     state.next_action.sleep if state.next_action else 0.0)
 
+    def _rejected(self, exc: openai.APIStatusError) -> EndpointError:
+        """A refusal that no retry can change, in words that say what to fix."""
+        detail = self._scrub(_describe(exc))
+        msg = f"{self.where} rejected the request: {detail}"
+        if exc.status_code == 413 or (exc.status_code in (400, 422) and _TOO_LONG.search(str(exc.message))):
+            return RequestRejected(msg + " (this user's prompt is too long for the model)")
+        hint = {401: f"check the API key in ${self.endpoint.api_key_env or '<api_key_env not set>'}",
+                403: f"check the API key in ${self.endpoint.api_key_env or '<api_key_env not set>'} "
+                     "and its permissions",
+                404: f"check base_url and that the server serves model {self.endpoint.model!r}"}.get(
+            exc.status_code, f"the server refuses the request's shape: check dialect {self.endpoint.dialect!r}")
+        return EndpointRejected(f"{msg}; {hint}")
+
     async def _send(self, body: dict) -> Completion:
         attempts = 0
         extra = {k: v for k, v in body.items() if k == "response_format"}
         plain = {k: v for k, v in body.items() if k != "response_format"}
+        deadline_s = self.labeler.request_deadline_s
+        margin = min(1.0, deadline_s / 10)  # an attempt with less time than this left is not worth starting
+        clock: dict[str, float] = {}  # "deadline": set when the first attempt is sent (not while queueing)
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= self.transport.max_attempts:
+                return True
+            deadline_at = clock.get("deadline")
+            return deadline_at is not None and time.monotonic() + state.upcoming_sleep >= deadline_at - margin
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(self.transport.max_attempts),
-            wait=self._wait,
+            stop=stop,
+            wait=lambda state: self._wait(state, clock.get("deadline")),
             before_sleep=self._before_sleep,
             reraise=True,
         )
@@ -324,16 +381,22 @@ class LLMClient:
                         await self._spacer.wait()
                         self.http_requests += 1
                         started = time.perf_counter()
+                        deadline_at = clock.setdefault("deadline", time.monotonic() + deadline_s)
+                        budget = max(0.001, min(self.labeler.timeout_s, deadline_at - time.monotonic()))
                         # response_format goes through extra_body so dialect-specific shapes (llama.cpp's
-                        # json_object+schema) are sent verbatim, not validated against OpenAI's types.
-                        response = await self._sdk.chat.completions.create(**plain, extra_body=extra or None)
+                        # json_object+schema) are sent verbatim, not validated against OpenAI's types. The
+                        # outer timeout bounds the whole attempt (a server trickling bytes resets httpx's).
+                        async with asyncio.timeout(budget):
+                            response = await self._sdk.chat.completions.create(**plain, extra_body=extra or None,
+                                                                               timeout=budget)
                         latency_ms = (time.perf_counter() - started) * 1000
-        except openai.APIError as exc:
+        except (openai.APIError, TimeoutError) as exc:
+            if isinstance(exc, openai.APIStatusError) and not is_transient(exc):
+                raise self._rejected(exc) from exc
             detail = self._scrub(_describe(exc))
-            if is_transient(exc):
-                msg = f"{self.where} unreachable after {attempts} attempts: {detail}"
-            else:
-                msg = f"{self.where} rejected the request: {detail}"
+            msg = f"{self.where} {what_failed(exc)} after {attempts} attempts: {detail}"
+            if attempts < self.transport.max_attempts:
+                msg += f" (request deadline labeler.request_deadline_s={deadline_s:g}s reached)"
             raise EndpointError(msg) from exc
         if not response.choices:
             raise EndpointError(f"{self.where} answered without choices")

@@ -118,9 +118,13 @@ async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseR
     s = ctx.settings.labeler
     version = prompts.version_tag(s.prompt_version)
     messages, keys, invalid, calls, reason = prompt.messages, [], 0, 0, ""
+
+    def usable(text: str) -> bool:  # only answers this parser can use are cached (and are cache hits)
+        return prompt.parse(text, score_scale=s.score_scale).usable
+
     for attempt in range(1 + s.format_retries):
         completion = await ctx.client.complete(messages, schema=prompt.schema, schema_name=prompt.schema_name,
-                                               prompt_version=version)
+                                               prompt_version=version, validate=usable)
         tally.call(completion)
         keys.append(completion.key)
         calls += 0 if completion.cache_hit else 1
@@ -221,6 +225,19 @@ def _labels(user_id: str, rerank: StageReport, by_asin: dict[str, tuple[Candidat
     return edges, triplets
 
 
+async def _all_or_nothing(coros: list) -> list:
+    """Run concurrently; when one fails, cancel the rest before raising, so no orphaned call of this user
+    wakes up later inside the next user's event-loop run."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutcome:
     """Label one user end to end and save the resulting edges and triplets (idempotent)."""
     s = ctx.settings.labeler
@@ -269,7 +286,7 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
         return await _stage(ctx, run_id, user_idx, stored, tally, "items", sub, prompt,
                             lambda: ([c.asin for c in cands[:k]], {}))
 
-    item_reports = await asyncio.gather(*(items_of(sub) for sub in chosen_subs))
+    item_reports = await _all_or_nothing([items_of(sub) for sub in chosen_subs])
     reports.extend(item_reports)
 
     # Stage 5: global rerank over the merged preselection, fallback = the flattened preselection.

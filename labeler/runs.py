@@ -1,8 +1,13 @@
-"""A run's life: start, status, resume, cancel, export. Plain functions over the Store.
+"""A run's life: start, status, resume, cancel, export, and how it ended. Plain functions over the Store.
 
 A run is one labeling job: a dataset, a frozen configuration, the users to label, and an endpoint (which may
 change during the run: every switch is logged in the run). Its state is rows in SQL, never the queue: the
 queue only says "look at user U of run R", so a lost or duplicated message costs at most a lookup.
+
+A run labels one version of its dataset (``dataset_fingerprint``): it refuses to start on a dataset without
+retrieval artefacts, and to resume (or label another user) once the dataset changed under it. When every
+user is settled :func:`settle_run` decides how it ended: ``done``, ``degraded`` (some users dead, or more
+stage answers fell back than ``labeler.max_fallback_share``) or ``failed`` (no user labeled).
 """
 from __future__ import annotations
 
@@ -15,9 +20,10 @@ from typing import Sequence
 
 from coldlabel.config import Settings
 from coldlabel.data.workspace import Workspace
-from coldlabel.errors import RunError, WorkspaceError
+from coldlabel.errors import DatasetChanged, RunError, WorkspaceError
 from coldlabel.store import Run, RunProgress, Store
 from labeler.prompts import version_tag
+from retrieval import artefacts
 
 # ---- dataset facts (read without loading the candidate space) -----------------------------------
 
@@ -27,6 +33,20 @@ def dataset_fingerprint(settings: Settings, dataset: str) -> str:
     if not path.exists():
         raise WorkspaceError(f"{path} is missing; run `coldlabel data prepare --dataset {dataset}` first")
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def check_dataset(settings: Settings, run: Run) -> None:
+    """Refuse to label more of ``run`` when its dataset is not the one it started on: after a re-prepare a
+    user index may mean another person, and the labels would go to the wrong users."""
+    if not run.dataset_fingerprint:  # a run made without one (tests, old versions): nothing to compare
+        return
+    current = dataset_fingerprint(settings, run.dataset)
+    if current != run.dataset_fingerprint:
+        raise DatasetChanged(
+            f"run {run.id}: dataset {run.dataset!r} changed since the run started (fingerprint "
+            f"{run.dataset_fingerprint} then, {current} now): its user indices may mean other people now. "
+            f"Start a new run on the new data (`coldlabel label start --dataset {run.dataset}`), or put the "
+            f"original inputs back and re-run `coldlabel data prepare --dataset {run.dataset}` to resume this one")
 
 
 def dataset_users(settings: Settings, dataset: str, limit: int | None = None,
@@ -63,7 +83,7 @@ def prompt_version(settings: Settings) -> str:
 class Enqueued:
     run_id: str
     users: list[int]
-    takeover: list[int]  # users found 'running': their old owner is presumed gone
+    in_flight: list[int]  # users found 'running': a live claim finishes them, an expired one is reaped
 
 
 def start_run(store: Store, settings: Settings, dataset: str, *, users: int | None = None,
@@ -73,6 +93,8 @@ def start_run(store: Store, settings: Settings, dataset: str, *, users: int | No
     endpoint = endpoint or settings.labeler.endpoint
     ep = settings.endpoint(endpoint)  # ConfigError naming the known endpoints
     fingerprint = dataset_fingerprint(settings, dataset)
+    # The retrieval artefacts every user needs: missing or stale, refuse now rather than dead-letter everyone.
+    artefacts.check_current(Workspace.of(settings.data.root, dataset), settings, "index", "leaves")
     chosen = dataset_users(settings, dataset, users, only)
     if not chosen:
         raise RunError(f"dataset {dataset!r} has no user with a training history to label")
@@ -87,12 +109,14 @@ def start_run(store: Store, settings: Settings, dataset: str, *, users: int | No
 
 def prepare_resume(store: Store, settings: Settings, run_id: str, *, endpoint: str | None = None,
                    retry_dead: bool = True) -> Enqueued:
-    """Make the run active again (switching endpoint if asked) and list the users still to label."""
+    """Make the run active again (switching endpoint if asked) and list the users still to label. Refused
+    (:class:`DatasetChanged`) when the dataset changed since the run started."""
     run = store.get_run(run_id)
+    check_dataset(settings, run)
     if endpoint and endpoint != run.endpoint:
         ep = settings.endpoint(endpoint)
         store.record_endpoint_switch(run_id, endpoint, ep.model, reason="label resume --endpoint")
-    if run.status != "active":
+    if run.status != "active" or run.status_reason:
         store.set_run_status(run_id, "active")
     by_status = store.users_by_status(run_id)
     if retry_dead:
@@ -103,8 +127,41 @@ def prepare_resume(store: Store, settings: Settings, run_id: str, *, endpoint: s
     running = set(by_status["running"])
     enq = Enqueued(run_id, todo, [u for u in todo if u in running])
     if not todo:
-        store.set_run_status(run_id, "done")
+        settle_run(store, run_id, run_max_fallback_share(run))
     return enq
+
+
+def run_max_fallback_share(run: Run) -> float:
+    """The run's own ``labeler.max_fallback_share`` (as recorded when it started), else the default."""
+    value = (run.config.get("labeler") or {}).get("max_fallback_share")
+    return float(value) if value is not None else Settings().labeler.max_fallback_share
+
+
+def settle_run(store: Store, run_id: str, max_fallback_share: float) -> str | None:
+    """When no user of an active run is left to label (all done or dead), decide how it ended and record
+    it: ``failed`` (nobody labeled), ``degraded`` (dead users, or a fallback share above the limit) or
+    ``done``. Returns the new status, or None when users remain or the run is not active."""
+    counts = store.run_progress(run_id)
+    if counts.remaining:
+        return None
+    dead, done, total = counts.by_status["dead"], counts.done, counts.total
+    stages = store.stage_summary(run_id)
+    answers = sum(s["answers"] for s in stages.values())
+    share = sum(s["fallbacks"] for s in stages.values()) / answers if answers else 0.0
+    hint = f"see `coldlabel label status {run_id}`"
+    if total and not done:
+        status, reason = "failed", f"all {dead} users were dead-lettered; {hint}, fix the cause, then " \
+                                   f"`coldlabel label resume {run_id}`"
+    elif dead:
+        status, reason = "degraded", f"{dead} of {total} users were dead-lettered; {hint}; " \
+                                     f"`coldlabel label resume {run_id}` retries them"
+    elif share > max_fallback_share:
+        status, reason = "degraded", f"{share:.0%} of stage answers fell back (above labeler.max_fallback_share " \
+                                     f"= {max_fallback_share:.0%}): the labels are mostly Two-Tower order, not the " \
+                                     f"model's judgement; check the endpoint's answers (`coldlabel llm check`)"
+    else:
+        status, reason = "done", None
+    return status if store.end_run(run_id, status, reason) else None
 
 
 def cancel_run(store: Store, run_id: str) -> None:
@@ -130,6 +187,26 @@ class RunStatus:
     @property
     def fallback_rate(self) -> float | None:
         return self.fallback_stages / self.stages if self.stages else None
+
+    @property
+    def max_fallback_share(self) -> float:
+        return run_max_fallback_share(self.run)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is wrong with the run's health right now (empty when nothing is)."""
+        out = []
+        rate = self.fallback_rate
+        if rate is not None and rate > self.max_fallback_share:
+            out.append(f"{rate:.0%} of stage answers fell back, above labeler.max_fallback_share "
+                       f"{self.max_fallback_share:.0%}: the run will end 'degraded' unless this improves")
+        if self.counts["dead"]:
+            out.append(f"{self.counts['dead']} user(s) dead-lettered: `coldlabel label resume {self.run.id}` "
+                       "retries them")
+        if self.progress.stalled:
+            out.append(f"{self.progress.stalled} claim(s) expired (their worker stopped): they are re-enqueued "
+                       "within workers.reap_interval_s by any running worker")
+        return out
 
     @property
     def tokens_per_s(self) -> float | None:

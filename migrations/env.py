@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from coldlabel.config import load_settings
-from coldlabel.store.engine import make_engine
+from coldlabel.store.engine import make_engine, migration_connection
 from coldlabel.store.schema import metadata
 
 config = context.config
@@ -50,8 +50,7 @@ def run_online() -> None:
         return
     engine = make_engine(_url())
     try:
-        with engine.connect() as connection:
-            connection.execution_options(coldlabel_write=True)  # SQLite: BEGIN IMMEDIATE
+        with migration_connection(engine) as connection:  # SQLite: foreign keys off, one BEGIN IMMEDIATE
             _migrate(connection)
     finally:
         engine.dispose()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from coldlabel.config import EndpointSettings, LabelerSettings, TransportSettings
+from coldlabel.errors import EndpointRejected, RequestRejected
 from coldlabel_testing.fake_server import FakeLLMServer, Reply
 from labeler import prompts
 from labeler.client import (
@@ -51,19 +52,25 @@ class DictCache:
         return self.rows.get(key)
 
     def put_call(self, *, key, model, dialect, prompt_version, endpoint, request, response_text, finish_reason,
-                 prompt_tokens, completion_tokens, latency_ms):
+                 prompt_tokens, completion_tokens, latency_ms, replace=False):
         self.puts.append(dict(key=key, model=model, dialect=dialect, prompt_version=prompt_version,
-                              endpoint=endpoint, request=request))
+                              endpoint=endpoint, request=request, replace=replace))
         self.rows[key] = Row(response_text, finish_reason, prompt_tokens, completion_tokens, latency_ms)
+
+
+def validate(text: str) -> bool:
+    """What the pipeline passes: only an answer its parser can use counts."""
+    return PROMPT.parse(text).usable
 
 
 def make_client(url: str, *, dialect: str = "llamacpp", name: str = "fake", attempts: int = 3,
                 timeout_s: float = 5.0, cache=None, slot=None, concurrency: int = 1, model: str = "fake-model",
-                key_env: str = "", **labeler) -> LLMClient:
+                key_env: str = "", backoff_s: float = 0.01, **labeler) -> LLMClient:
     endpoint = EndpointSettings(base_url=url, model=model, dialect=dialect, api_key_env=key_env,
                                 concurrency=concurrency)
     return LLMClient(name, endpoint, labeler=LabelerSettings(timeout_s=timeout_s, **labeler),
-                     transport=TransportSettings(max_attempts=attempts, backoff_initial_s=0.01, backoff_max_s=0.02),
+                     transport=TransportSettings(max_attempts=attempts, backoff_initial_s=backoff_s,
+                                                 backoff_max_s=2 * backoff_s),
                      cache=cache, slot=slot)
 
 
@@ -170,6 +177,58 @@ def test_other_4xx_are_not_retried(status):
         assert srv.request_count == 1
 
 
+@pytest.mark.parametrize("status, hint", [
+    (401, "check the API key in $COLDLABEL_TEST_KEY"),
+    (403, "check the API key in $COLDLABEL_TEST_KEY"),
+    (404, "check base_url and that the server serves model 'fake-model'"),
+    (400, "the server refuses the request's shape: check dialect 'llamacpp'"),
+])
+def test_permanent_errors_fail_fast_with_what_to_fix(status, hint):
+    """Finding 6: a wrong key (or model, route, request shape) is not retried like a transient error."""
+    with FakeLLMServer(default=Reply("status", status=status)) as srv:
+        with pytest.raises(EndpointRejected) as err:
+            ask(make_client(srv.base_url, attempts=6, backoff_s=1.0, key_env="COLDLABEL_TEST_KEY"))
+        assert srv.request_count == 1
+    assert f"rejected the request: HTTP {status}" in str(err.value) and hint in str(err.value)
+
+
+def test_a_prompt_over_the_context_length_is_this_requests_problem_only():
+    too_long = Reply("status", status=400, text="This model's maximum context length is 4096 tokens. However, "
+                                                "you requested 5000 tokens.")
+    with FakeLLMServer(default=too_long) as srv:
+        with pytest.raises(RequestRejected, match="prompt is too long"):
+            ask(make_client(srv.base_url, attempts=6))
+        assert srv.request_count == 1
+
+
+@pytest.mark.parametrize("reply, words", [
+    (Reply("status", status=429), "rate limited after 3 attempts: HTTP 429"),
+    (Reply("status", status=502), "server error after 3 attempts: HTTP 502"),
+    (Reply("delay", delay_s=3), "timed out after 3 attempts: timeout"),
+    ("drop", "unreachable after 3 attempts"),
+])
+def test_transient_failures_are_worded_by_what_happened(reply, words):
+    with FakeLLMServer(default=reply) as srv:
+        with pytest.raises(EndpointError) as err:
+            ask(make_client(srv.base_url, attempts=3, timeout_s=0.3))
+    assert words in str(err.value) and not isinstance(err.value, EndpointRejected)
+
+
+def test_request_deadline_bounds_attempts_timeouts_and_waits():
+    """Finding 6: a stalled server costs one request at most labeler.request_deadline_s, whatever
+    transport.max_attempts and labeler.timeout_s allow (here 10 attempts x 1 s + backoff)."""
+    import time
+
+    with FakeLLMServer(default=Reply("delay", delay_s=30)) as srv:
+        started = time.monotonic()
+        with pytest.raises(EndpointError) as err:
+            ask(make_client(srv.base_url, attempts=10, timeout_s=1.0, backoff_s=0.4, request_deadline_s=2.5))
+        took = time.monotonic() - started
+        sent = srv.request_count
+    assert took < 3.5 and 2 <= sent <= 3
+    assert "timed out" in str(err.value) and "request_deadline_s=2.5s reached" in str(err.value)
+
+
 @pytest.mark.parametrize("status", [408, 409])
 def test_408_and_409_are_retried(status):
     with FakeLLMServer([Reply("status", status=status), "ok"]) as srv:
@@ -256,6 +315,33 @@ def test_cache_key_is_canonical():
     k2 = cache_key("m", "vllm", m, {"a": 2, "b": 1}, {"max_tokens": 5, "temperature": 0}, "1")
     assert k1 == k2 and len(k1) == 64
     assert k1 != cache_key("m", "vllm", m, {"a": 2, "b": 1}, {"max_tokens": 5, "temperature": 0}, "2")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "wrong_types", "malformed-to-nothing"])
+def test_unusable_answers_are_not_cached_and_not_hits(kind):
+    """Finding 4: an answer the parser cannot use (cut off, empty, nothing allowed in it) is never stored,
+    so the next ask goes to the server again."""
+    reply = Reply("text", text="", finish_reason="stop") if kind == "malformed-to-nothing" else kind
+    cache = DictCache()
+    with FakeLLMServer([reply, "ok"]) as srv:
+        first = ask(make_client(srv.base_url, cache=cache), validate=validate)
+        assert cache.rows == {} and not first.cache_hit
+        second = ask(make_client(srv.base_url, cache=cache), validate=validate)
+        assert srv.request_count == 2 and not second.cache_hit and PROMPT.parse(second.text).usable
+        assert ask(make_client(srv.base_url, cache=cache), validate=validate).cache_hit
+        assert srv.request_count == 2
+
+
+def test_an_unusable_row_already_cached_is_asked_again_and_replaced():
+    """Rows poisoned by an older version are not replayed: a miss, then overwritten by the usable answer."""
+    cache = DictCache()
+    with FakeLLMServer(["empty"]) as srv:
+        ask(make_client(srv.base_url, cache=cache))  # no validate: the old behaviour stored it
+    key = next(iter(cache.rows))
+    with FakeLLMServer() as srv:
+        again = ask(make_client(srv.base_url, cache=cache), validate=validate)
+        assert srv.request_count == 1 and not again.cache_hit
+    assert cache.puts[-1]["replace"] is True and PROMPT.parse(cache.rows[key].response_text).usable
 
 
 def test_failed_calls_are_not_cached():

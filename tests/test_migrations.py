@@ -172,3 +172,46 @@ def test_a_sqlite_store_that_cannot_be_created_is_a_store_error(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(st.StoreError, match="cannot create the directory of the SQLite store"):
         st.Store(f"sqlite:///{tmp_path / 'file' / 'store.db'}")
+
+
+def test_upgrading_from_0001_keeps_every_row(store_url):
+    """0002 recreates `runs` on SQLite (batch mode): with foreign keys on, dropping the old table would
+    cascade-delete every user, stage and label of every run. Nothing may be lost, on either backend."""
+    st.upgrade(store_url, "0001")
+    engine = store_engine.make_engine(store_url)
+    now = "2025-01-01 00:00:00"
+    with engine.connect() as conn, conn.begin():
+        conn.execute(sa.text(
+            "INSERT INTO runs (id, name, dataset, dataset_fingerprint, endpoint, model, prompt_version, config, "
+            "status, endpoint_switches, created_at, updated_at) VALUES "
+            f"('r1', '', 'd', 'fp', 'e', 'm', 'v', '{{}}', 'active', '[]', '{now}', '{now}')"))
+        conn.execute(sa.text("INSERT INTO run_users (run_id, user_idx, user_id, status) VALUES "
+                             "('r1', 0, 'u0', 'done'), ('r1', 1, 'u1', 'running')"))
+        conn.execute(sa.text("INSERT INTO stage_results (run_id, user_idx, stage, part, call_keys, output, "
+                             f"used_fallback, created_at) VALUES ('r1', 0, 'profile', '', '[]', '{{}}', false, '{now}')"))
+        conn.execute(sa.text("INSERT INTO edges (run_id, user_idx, item_idx, item_id, weight, from_fallback) "
+                             "VALUES ('r1', 0, 7, 'i7', 1.0, false)"))
+    engine.dispose()
+    st.upgrade(store_url)
+    with st.Store(store_url) as opened:
+        run = opened.get_run("r1")
+        assert (run.status, run.status_reason, run.dataset_fingerprint) == ("active", None, "fp")
+        assert opened.users_by_status("r1")["done"] == [0] and opened.users_by_status("r1")["running"] == [1]
+        assert set(opened.load_stages("r1", 0)) == {("profile", "")} and len(list(opened.export_edges("r1"))) == 1
+        assert opened.get_user("r1", 1).lease_expires_at is None
+        opened.set_run_status("r1", "paused", "the new statuses are allowed")
+        assert opened.get_run("r1").status == "paused"
+        opened.set_run_status("r1", "active")
+    with pytest.raises(sa.exc.IntegrityError):  # and the check constraint still guards the column
+        engine = store_engine.make_engine(store_url)
+        try:
+            with engine.connect() as conn, conn.begin():
+                conn.execute(sa.text("UPDATE runs SET status = 'sleeping'"))
+        finally:
+            engine.dispose()
+    st.downgrade(store_url, "0001")  # and back: the rows survive that too
+    engine = store_engine.make_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM run_users")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM edges")).scalar() == 1
+    engine.dispose()

@@ -6,6 +6,7 @@ import inspect
 import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -163,8 +164,8 @@ def test_run_errors_name_the_problem(store):
         store.get_run("nope")
     with pytest.raises(RunNotFound):
         store.set_run_status("nope", "done")
-    with pytest.raises(ValueError, match="paused"):
-        store.set_run_status("r1", "paused")
+    with pytest.raises(ValueError, match="sleeping"):
+        store.set_run_status("r1", "sleeping")
     with pytest.raises(ValueError, match="run id"):
         store.create_run(dataset="d", endpoint="e", model="m", prompt_version="v1", config={}, run_id="a b")
     with pytest.raises(ValueError, match="config is not JSON"):
@@ -197,30 +198,95 @@ def test_add_users_is_idempotent_and_refuses_changed_ids(store):
 
 def test_claim_semantics(store):
     run = new_run(store, users=4)
-    assert store.claim_user(run.id, 0, "w1") is True
+    assert store.claim_user(run.id, 0, "w1", lease_s=60) is True
     user = store.get_user(run.id, 0)
     assert (user.status, user.attempts, user.worker) == ("running", 1, "w1")
-    # in flight and not stale yet: nobody else takes it
-    assert store.claim_user(run.id, 0, "w2", stale_after_s=3600) is False
-    # its worker crashed: the stale row is taken over and the attempt counted
-    assert store.claim_user(run.id, 0, "w2", stale_after_s=0) is True
+    assert 59 < (user.lease_expires_at - user.started_at).total_seconds() <= 61
+    # in flight under a live lease: nobody else takes it
+    assert store.claim_user(run.id, 0, "w2", lease_s=60) is False
+    # the same worker again (it waited out a store outage): the same attempt, not a new one
+    assert store.claim_user(run.id, 0, "w1", lease_s=60) is True
+    assert store.get_user(run.id, 0).attempts == 1 and store.get_user(run.id, 0).started_at == user.started_at
+    # its worker died and the lease ran out: taken over, the attempt counted
+    assert store.claim_user(run.id, 0, "w1", lease_s=-1) is True  # (a lease that is already over)
+    assert store.claim_user(run.id, 0, "w2", lease_s=60) is True
     assert (store.get_user(run.id, 0).attempts, store.get_user(run.id, 0).worker) == (2, "w2")
+    # a foreground command may take over a live lease on purpose
+    assert store.claim_user(run.id, 0, "cli", lease_s=60, takeover=True) is True
 
     store.finish_user(run.id, 0, UserCounters(llm_calls=4))
-    assert store.claim_user(run.id, 0, "w3") is False  # done is done
+    assert store.get_user(run.id, 0).lease_expires_at is None
+    assert store.claim_user(run.id, 0, "w3", lease_s=60) is False  # done is done
 
-    assert store.claim_user(run.id, 1, "w1")
+    assert store.claim_user(run.id, 1, "w1", lease_s=60)
     assert store.fail_user(run.id, 1, "timeout") is True
     assert store.get_user(run.id, 1).last_error == "timeout"
-    assert store.claim_user(run.id, 1, "w1") is True  # failed may be retried
+    assert store.claim_user(run.id, 1, "w1", lease_s=60) is True  # failed may be retried
     store.fail_user(run.id, 1, "gave up", dead=True)
-    assert store.claim_user(run.id, 1, "w1") is False  # dead-lettered
+    assert store.claim_user(run.id, 1, "w1", lease_s=60) is False  # dead-lettered
 
-    store.set_run_status(run.id, "cancelled")
-    assert store.claim_user(run.id, 2, "w1") is False  # cancelled runs hand out nothing
-    assert store.get_user(run.id, 2).status == "pending"
+    for status in ("cancelled", "paused"):
+        store.set_run_status(run.id, status)
+        assert store.claim_user(run.id, 2, "w1", lease_s=60) is False  # inactive runs hand out nothing
+        assert store.get_user(run.id, 2).status == "pending"
     with pytest.raises(StoreError, match="no user_idx 99"):
-        store.claim_user(run.id, 99, "w1")
+        store.claim_user(run.id, 99, "w1", lease_s=60)
+
+
+def test_expired_claims_are_reaped_once_and_renewed_ones_are_not(store):
+    """Finding 3: a dead worker's claim comes back (pending) as soon as its lease is over; a live worker's
+    renewed claim is left alone; each expired claim is handed to one reaper only."""
+    run = new_run(store, users=4)
+    store.claim_user(run.id, 0, "alive", lease_s=-1)        # expired, but its worker is alive and renews it
+    assert store.renew_claims([(run.id, 0, "alive")], lease_s=60) == []
+    store.claim_user(run.id, 1, "dead", lease_s=-1)         # expired: its worker was killed
+    store.claim_user(run.id, 2, "w", lease_s=60)
+    store.fail_user(run.id, 2, "timeout", retry_within_s=-1)  # a retry was due but never came
+    assert store.reap_expired_claims() == [(run.id, 1), (run.id, 2)]
+    assert store.reap_expired_claims() == []                 # reaped once
+    reaped = store.get_user(run.id, 1)
+    assert reaped.status == "pending" and "claim expired" in reaped.last_error and reaped.lease_expires_at is None
+    assert store.get_user(run.id, 2).status == "failed" and store.get_user(run.id, 2).last_error == "timeout"
+    assert store.claim_user(run.id, 1, "survivor", lease_s=60)
+    assert store.renew_claims([(run.id, 1, "dead"), (run.id, 1, "survivor")], 60) == [(run.id, 1, "dead")]
+
+    other = new_run(store, users=2)                          # a paused run's claims wait for `label resume`
+    store.claim_user(other.id, 0, "dead", lease_s=-1)
+    store.set_run_status(other.id, "paused")
+    assert store.reap_expired_claims() == [] and store.reap_expired_claims(run_id=other.id) == []
+
+
+def test_progress_counts_expired_claims_as_stalled_not_in_flight(store):
+    """Finding 3: `label status` said "in flight 3" for users whose worker was long dead."""
+    run = new_run(store, users=4)
+    store.claim_user(run.id, 0, "w", lease_s=60)
+    store.finish_user(run.id, 0)
+    store.claim_user(run.id, 1, "killed", lease_s=-1)
+    store.claim_user(run.id, 2, "killed", lease_s=-1)
+    store.claim_user(run.id, 3, "alive", lease_s=60)
+    progress = store.run_progress(run.id)
+    assert progress.by_status["running"] == 1 and progress.stalled == 2
+    assert progress.total == 4 and progress.remaining == 3
+
+
+def test_circuit_breaker_count_and_run_end(store):
+    run = new_run(store, users=2)
+    assert not store.note_transport_failure(run.id, 3, "why")
+    assert not store.note_transport_failure(run.id, 3, "why")
+    store.claim_user(run.id, 0, "w", lease_s=60)
+    store.finish_user(run.id, 0)  # a user got through: the count starts again
+    assert not store.note_transport_failure(run.id, 3, "why")
+    assert not store.note_transport_failure(run.id, 3, "why")
+    assert store.note_transport_failure(run.id, 3, "endpoint down") is True
+    paused = store.get_run(run.id)
+    assert (paused.status, paused.status_reason) == ("paused", "endpoint down")
+    assert store.note_transport_failure(run.id, 3, "again") is False  # already paused: paused once
+    assert store.end_run(run.id, "done") is False  # only an active run ends
+    store.set_run_status(run.id, "active")
+    assert store.get_run(run.id).status_reason is None
+    assert not store.note_transport_failure(run.id, 3, "why")  # resumed: counting from zero
+    assert store.end_run(run.id, "degraded", "too many fallbacks") is True
+    assert store.get_run(run.id).status_reason == "too many fallbacks"
 
 
 def test_only_one_of_8_threads_claims(store):
@@ -229,7 +295,7 @@ def test_only_one_of_8_threads_claims(store):
 
     def claim(i: int) -> bool:
         barrier.wait()
-        return store.claim_user(run.id, 0, f"w{i}", stale_after_s=3600)
+        return store.claim_user(run.id, 0, f"w{i}", lease_s=3600)
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(claim, range(8)))
@@ -239,7 +305,7 @@ def test_only_one_of_8_threads_claims(store):
 
 def test_fail_does_not_undo_done(store):
     run = new_run(store, users=1)
-    store.claim_user(run.id, 0, "w1")
+    store.claim_user(run.id, 0, "w1", lease_s=60)
     store.finish_user(run.id, 0)
     assert store.fail_user(run.id, 0, "late duplicate failed") is False
     assert store.get_user(run.id, 0).status == "done"
@@ -248,13 +314,13 @@ def test_fail_does_not_undo_done(store):
 def test_status_views_and_progress(store):
     run = new_run(store, users=6)
     for idx in (0, 1, 2):
-        store.claim_user(run.id, idx, "w")
+        store.claim_user(run.id, idx, "w", lease_s=60)
     store.finish_user(run.id, 0, UserCounters(llm_calls=5, cache_hits=1, prompt_tokens=100,
                                               completion_tokens=20, fallbacks=1, invalid_ids=2, latency_ms=50.0))
     store.finish_user(run.id, 1, {"llm_calls": 3, "prompt_tokens": 60, "completion_tokens": 10,
                                   "latency_ms": 25.0})
     store.fail_user(run.id, 2, "boom", dead=True)
-    store.claim_user(run.id, 3, "w")
+    store.claim_user(run.id, 3, "w", lease_s=60)
     store.fail_user(run.id, 3, "timeout")
 
     assert store.users_by_status(run.id) == {"pending": [4, 5], "running": [], "done": [0, 1],
@@ -262,15 +328,17 @@ def test_status_views_and_progress(store):
     assert store.incomplete_users(run.id) == [3, 4, 5]
     assert store.incomplete_users(run.id, include_dead=True) == [2, 3, 4, 5]
 
-    progress = store.run_progress(run.id)
+    later = store.get_user(run.id, 1).finished_at + timedelta(minutes=10)
+    progress = store.run_progress(run.id, now=later)
     assert progress.total == 6 and progress.done == 2 and progress.remaining == 3
     assert progress.by_status == {"pending": 2, "running": 0, "done": 2, "failed": 1, "dead": 1}
     assert progress.totals == UserCounters(llm_calls=8, cache_hits=1, prompt_tokens=160, completion_tokens=30,
                                            fallbacks=1, invalid_ids=2, latency_ms=75.0)
     assert progress.first_started_at <= progress.last_finished_at
-    span_min = (progress.last_finished_at - progress.first_started_at).total_seconds() / 60
+    # users remain, so the pace is measured up to now: a run that stopped moving slows down, its ETA grows
+    span_min = (later - progress.first_started_at).total_seconds() / 60
     assert progress.users_per_min == pytest.approx(2 / span_min)
-    assert progress.eta_s == pytest.approx(3 / progress.users_per_min * 60)
+    assert progress.eta_s == pytest.approx(3 / progress.users_per_min * 60) and progress.eta_s > 3 * 5 * 60
 
     with pytest.raises(ValueError, match="unknown user counter"):
         store.finish_user(run.id, 4, {"tokens": 1})
@@ -372,3 +440,29 @@ def test_concurrent_save_labels_same_user(store):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(save, range(4)))
     assert count(store, edges) == 20 and count(store, triplets) == 1
+
+
+# ---- the database going away ------------------------------------------------------------------------
+
+@pytest.mark.services
+def test_a_cut_database_raises_store_unavailable_and_the_store_heals(postgres_url):
+    """Finding 1, at the store boundary: a database that is down is StoreUnavailable (transient, wait for
+    it), never a raw driver error that callers would take for a bug; the same Store works once it is back."""
+    from coldlabel.store import StoreUnavailable, upgrade
+    from tests.support.services import PG_HOST, PG_PORT
+    from tests.support.tcp_proxy import TcpProxy
+
+    upgrade(postgres_url)
+    with TcpProxy(PG_HOST, PG_PORT) as proxy:
+        url = postgres_url.replace(f"{PG_HOST}:{PG_PORT}", f"127.0.0.1:{proxy.port}")
+        store = Store(url)
+        run = new_run(store, users=2)
+        proxy.cut()
+        for call in (lambda: store.get_run(run.id), lambda: store.claim_user(run.id, 0, "w", lease_s=60),
+                     lambda: store.save_stage(run.id, 0, "profile", {}), lambda: list(store.export_edges(run.id)),
+                     lambda: Store(url)):
+            with pytest.raises(StoreUnavailable, match="unreachable|cannot be reached"):
+                call()
+        proxy.restore()
+        assert store.claim_user(run.id, 0, "w", lease_s=60) and store.get_user(run.id, 0).status == "running"
+        store.close()

@@ -2,11 +2,14 @@
 
 Why these settings (anchors.md §D):
 
-* ``task_acks_late`` + ``worker_prefetch_multiplier=1``: a message is acknowledged only after the user is
-  labeled, and a worker reserves no more messages than it has free slots. A worker that dies leaves its
-  messages unacknowledged; Redis hands them to another worker after the **visibility timeout**
-  (``workers.visibility_timeout_s``, set in ``broker_transport_options`` and ``visibility_timeout``, the
-  same value everywhere, above the slowest user's wall time).
+* ``task_acks_late`` + ``worker_prefetch_multiplier=1``: a message is acknowledged only once the user's
+  outcome is in SQL, and a worker reserves no more messages than it has free slots. A worker that dies
+  leaves its messages unacknowledged, but its users do not wait for them: their claims' leases expire and
+  the reaper of any live worker re-enqueues them within about a minute (``workers/reaper.py``). The
+  **visibility timeout** (``workers.visibility_timeout_s``, set in ``broker_transport_options`` and
+  ``visibility_timeout``, the same value everywhere) is only the backstop for a message a dead worker had
+  received but not yet claimed; a copy redelivered while its user is still in progress finds a live lease
+  and returns at once.
 * ``task_reject_on_worker_lost``: a killed pool child puts its message back instead of acking it.
   The "message loop" risk the docs warn about is bounded: a user is claimed in SQL first, so a redelivered
   message for a finished user returns at once.

@@ -1,8 +1,8 @@
 """The ``coldlabel`` command: the top of the layer stack. One module per command group; this file wires
 them and holds the one error handler of the whole program.
 
-Known errors (:class:`coldlabel.errors.ColdlabelError`) become one red line and their exit code (1, or 2 for
-a bad configuration); anything else is a bug and keeps its traceback.
+Known errors (:class:`coldlabel.errors.ColdlabelError`) become one red line and their exit code (1, 2 for a
+bad configuration, 3 for a run that ended degraded); anything else is a bug and keeps its traceback.
 
 Command groups are loaded when they are called (click's documented lazy-group pattern): ``coldlabel data``
 never pays for importing torch, FAISS and the LLM client, and ``coldlabel --help`` answers at once.
@@ -49,8 +49,7 @@ class LazyGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except ColdlabelError as exc:
-            prefix = "config error" if exc.exit_code == 2 else "error"
-            typer.secho(f"{prefix}: {exc}", fg="red", err=True)
+            typer.secho(f"{exc.prefix}: {exc}", fg="yellow" if exc.exit_code == 3 else "red", err=True)
             raise typer.Exit(exc.exit_code) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -16,6 +16,7 @@ from coldlabel.cli.retrieval import build_with_progress
 from coldlabel.data import synth
 from coldlabel.data.prepare import prepare
 from coldlabel.data.workspace import Workspace
+from coldlabel.errors import RunDegraded
 from labeler.report import write_report
 from labeler.runs import export_run, prepare_resume, start_run
 
@@ -69,7 +70,10 @@ def demo_command(
         todo = prepare_resume(store, settings, run_id).users
         console.print(f"run {run_id} exists: {len(todo)} users left to label")
     if todo:
-        run_inline_with_progress(settings, store, run_id, todo)
+        try:
+            run_inline_with_progress(settings, store, run_id, todo)
+        except RunDegraded as exc:  # the tiny demo model falls back often: say so, and still show the report
+            console.print(f"[yellow]warning:[/] {exc}")
 
     console.rule("[bold]5/6 export")
     out = ws.root / "labels" / run_id

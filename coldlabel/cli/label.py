@@ -21,7 +21,7 @@ from rich.table import Table
 from coldlabel.cli import label_user
 from coldlabel.cli.common import console, fmt_seconds, open_store, quiet_http_logs, settings_from, users_option
 from coldlabel.config import Settings
-from coldlabel.errors import RunError
+from coldlabel.errors import RunDegraded, RunError
 from coldlabel.store import Store
 from labeler.lifecycle import run_settings
 from labeler.local_server import local_endpoint
@@ -34,16 +34,17 @@ app.command("user", help="Label one user in the foreground; print every stage.")
 app.command("report", help="Markdown + HTML report of a run, with plots.")(label_user.report_command)
 
 
-def _dispatch(settings: Settings, store: Store, run_id: str, users: list[int], takeover: list[int], inline: bool) -> None:
+def _dispatch(settings: Settings, store: Store, run_id: str, users: list[int], inline: bool) -> None:
     """Send the users to the queue, or label them here when asked to or when there is no broker."""
     if not users:
         console.print(f"run [bold]{run_id}[/]: nothing to label (every user is done)")
+        ended(store, run_id)
         return
     if inline or not settings.workers.broker_url:
         run_inline_with_progress(settings, store, run_id, users)
         return
     try:
-        n = enqueue(settings, run_id, users, takeover)
+        n = enqueue(settings, run_id, users)
     except kombu.exceptions.OperationalError as exc:  # the broker is down or the URL is wrong
         raise RunError(f"could not reach the broker {settings.workers.broker_url!r}: {exc}; nothing was "
                        f"enqueued, run `coldlabel label resume {run_id}` when it is back") from None
@@ -56,7 +57,7 @@ def run_inline_with_progress(settings: Settings, store: Store, run_id: str, user
     run = store.get_run(run_id)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}"))
-    tally = {"done": 0, "skipped": 0, "dead": 0}
+    tally = {"done": 0, "skipped": 0, "dead": 0, "paused": 0}
     with local_endpoint(run_settings(settings, run), run.endpoint), Progress(*columns, console=console) as bar:
         task = bar.add_task(f"run {run_id}", total=len(users), info="")
 
@@ -69,8 +70,17 @@ def run_inline_with_progress(settings: Settings, store: Store, run_id: str, user
                   f"in {result.seconds:.1f}s")
     for user_idx, error in list(result.errors.items())[:5]:
         console.print(f"  user {user_idx}: {error}")
-    if result.dead:
-        raise typer.Exit(1)
+    ended(store, run_id)
+
+
+def ended(store: Store, run_id: str) -> None:
+    """How the run stands now, as the command's exit: done (0), degraded (3, a warning), else an error (1)."""
+    run = store.get_run(run_id)
+    if run.status in ("done", "active"):  # active: its users are left to others (workers, another process)
+        return
+    if run.status == "degraded":
+        raise RunDegraded(f"run {run_id} ended degraded: {run.status_reason}")
+    raise RunError(f"run {run_id} {run.status}" + (f": {run.status_reason}" if run.status_reason else ""))
 
 
 # ---- commands -----------------------------------------------------------------------------------------
@@ -92,7 +102,7 @@ def start_command(
     todo = store.incomplete_users(run.id)
     console.print(f"run [bold]{run.id}[/] created: dataset {dataset}, {len(todo)} users, endpoint {run.endpoint} "
                   f"({run.model}), prompt {run.prompt_version}")
-    _dispatch(settings, store, run.id, todo, [], inline)
+    _dispatch(settings, store, run.id, todo, inline)
 
 
 def render_status(status: RunStatus) -> Group:
@@ -105,12 +115,19 @@ def render_status(status: RunStatus) -> Group:
                 f"{c['done']}/{p.total} done")
     rate = status.fallback_rate
     table = Table.grid(padding=(0, 2))
+    eta = fmt_seconds(p.eta_s) if run.status == "active" else "-"
     table.add_row("done", str(c["done"]), "users/min", f"{p.users_per_min:.1f}" if p.users_per_min else "-")
     table.add_row("in flight", str(c["running"]), "tokens/s", f"{status.tokens_per_s:.0f}" if status.tokens_per_s else "-")
-    table.add_row("pending", str(c["pending"]), "ETA", fmt_seconds(p.eta_s))
-    table.add_row("failed", str(c["failed"]), "fallback rate", f"{rate:.1%}" if rate is not None else "-")
-    table.add_row("dead", str(c["dead"]), "LLM calls / cached", f"{p.totals.llm_calls} / {p.totals.cache_hits}")
+    table.add_row("stalled", str(p.stalled), "ETA", eta)
+    table.add_row("pending", str(c["pending"]), "fallback rate", (f"{rate:.1%}" if rate is not None else "-")
+                  + f" (max {status.max_fallback_share:.0%})")
+    table.add_row("failed", str(c["failed"]), "LLM calls / cached", f"{p.totals.llm_calls} / {p.totals.cache_hits}")
+    table.add_row("dead", str(c["dead"]), "", "")
     parts = [head, bar, table]
+    if run.status_reason:
+        parts.append(f"[{'red' if run.status in ('paused', 'failed') else 'yellow'}]{run.status}:[/] {run.status_reason}")
+    for warning in status.warnings:
+        parts.append(f"[yellow]warning:[/] {warning}")
     if run.endpoint_switches:
         parts.append("endpoint switches: " + "; ".join(f"{s['from_endpoint']} -> {s['endpoint']} at {s['at']}"
                                                          for s in run.endpoint_switches))
@@ -123,7 +140,8 @@ def render_status(status: RunStatus) -> Group:
 def status_command(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., help="Run id."),
-    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until nothing is pending or in flight."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until the run ends; exit 0 done, 3 degraded, "
+                                                          "1 paused/failed/cancelled."),
     interval: float = typer.Option(2.0, "--interval", help="Seconds between refreshes with --watch."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON (for scripts)."),
 ) -> None:
@@ -133,21 +151,24 @@ def status_command(
     status = run_status(store, run_id)
     if as_json:
         p = status.progress
-        print(json.dumps({"run": run_id, "status": status.run.status, "endpoint": status.run.endpoint,
-                          **status.counts, "users_per_min": p.users_per_min, "tokens_per_s": status.tokens_per_s,
-                          "eta_s": p.eta_s, "fallback_rate": status.fallback_rate}))
+        print(json.dumps({"run": run_id, "status": status.run.status, "reason": status.run.status_reason,
+                          "endpoint": status.run.endpoint, **status.counts, "stalled": p.stalled,
+                          "users_per_min": p.users_per_min, "tokens_per_s": status.tokens_per_s, "eta_s": p.eta_s,
+                          "fallback_rate": status.fallback_rate, "max_fallback_share": status.max_fallback_share,
+                          "warnings": status.warnings}))
         return
     if not watch:
         console.print(render_status(status))
         return
     with Live(render_status(status), console=console, refresh_per_second=4) as live:
         try:
-            while status.counts["pending"] + status.counts["running"] > 0 and status.run.status == "active":
+            while status.progress.remaining > 0 and status.run.status == "active":
                 time.sleep(interval)
                 status = run_status(store, run_id)
                 live.update(render_status(status))
         except KeyboardInterrupt:
-            pass
+            return
+    ended(store, run_id)
 
 
 @app.command("resume")
@@ -164,8 +185,8 @@ def resume_command(
     enq = prepare_resume(store, settings, run_id, endpoint=endpoint, retry_dead=not skip_dead)
     run = store.get_run(run_id)
     console.print(f"run [bold]{run_id}[/]: {len(enq.users)} users to finish on endpoint {run.endpoint} "
-                  f"({len(enq.takeover)} were left in flight)")
-    _dispatch(settings, store, run_id, enq.users, enq.takeover, inline)
+                  f"({len(enq.in_flight)} were left in flight)")
+    _dispatch(settings, store, run_id, enq.users, inline)
 
 
 @app.command("cancel")

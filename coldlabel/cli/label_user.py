@@ -9,8 +9,8 @@ from rich.table import Table
 
 from coldlabel.cli.common import console, open_store, settings_from
 from coldlabel.data.workspace import Workspace
-from coldlabel.errors import RunNotFound
-from labeler.lifecycle import process_user, replay_user, worker_name
+from coldlabel.errors import ColdlabelError, RunError, RunNotFound
+from labeler.lifecycle import AttemptFailed, process_user, replay_user, worker_name
 from labeler.local_server import local_endpoint
 from labeler.pipeline import UserOutcome
 from labeler.report import write_report
@@ -55,8 +55,18 @@ def label_user_command(
         outcome = replay_user(settings, run, idx)
     else:
         with local_endpoint(settings, name):
-            outcome = process_user(settings, run, idx, worker=worker_name("label-user"), takeover=True,
-                                   final_attempt=True).outcome
+            try:
+                result = process_user(settings, run, idx, worker=worker_name("label-user"), takeover=True,
+                                      final_attempt=True)
+            except AttemptFailed as failure:  # recorded in the run; show what went wrong as one line
+                if isinstance(failure.cause, ColdlabelError):
+                    raise failure.cause from None
+                raise
+        if result.outcome is None:
+            paused = store.get_run(run)
+            raise RunError(f"user {user} was not labeled: run {run} is {paused.status}"
+                           + (f": {paused.status_reason}" if paused.status_reason else ""))
+        outcome = result.outcome
     show_outcome(outcome)
 
 

@@ -6,9 +6,10 @@ from typing import Optional
 
 import typer
 
-from coldlabel.cli.common import quiet_http_logs, settings_from
+from coldlabel.cli.common import console, quiet_http_logs, settings_from
 from coldlabel.errors import ConfigError
 from workers.app import QUEUE, configure
+from workers.readiness import wait_until_ready
 
 app = typer.Typer(add_completion=False)
 
@@ -23,10 +24,13 @@ def worker_command(
     hostname: Optional[str] = typer.Option(None, "--hostname", "-n", help="Worker name (default celery@host)."),
     events: bool = typer.Option(False, "--events", "-E", help="Send task events (for Flower)."),
 ) -> None:
-    """Start a Celery worker on workers.broker_url that labels users from the queue."""
+    """Start a Celery worker on workers.broker_url that labels users from the queue, once the store, the
+    broker and the endpoint answer (else exit 1 with the reason, after workers.startup_timeout_s)."""
     settings = settings_from(ctx)
     if not settings.workers.broker_url:
         raise ConfigError("workers.broker_url is empty: set it (COLDLABEL_WORKERS__BROKER_URL=redis://host:6379/0)")
+    wait_until_ready(settings)
+    console.print("store, broker and endpoint answer; starting the worker")
     app = configure(settings)
     quiet_http_logs()
     argv = ["worker", f"--pool={pool or settings.workers.pool}",

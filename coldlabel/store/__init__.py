@@ -9,6 +9,10 @@ package runs SQL: they call :class:`Store` and get plain dataclasses back.
     engine.py   engines per backend (SQLite: WAL, BEGIN IMMEDIATE; PostgreSQL), migrations, SQL helpers
     records.py  the dataclasses callers see
     cache.py    the LLM request cache          runs.py  runs and their users          labels.py  stages, labels
+    claims.py   a user's claim: leases renewed while it is worked on, expired ones reaped, its outcome
+
+A database that is away (down, unreachable, connection cut) raises :class:`StoreUnavailable` from every
+method, never a driver error: callers wait for it instead of blaming the user.
 """
 from __future__ import annotations
 
@@ -16,15 +20,18 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from coldlabel.errors import RunNotFound, StoreError, StoreUnavailable
 from coldlabel.store.cache import RequestCache
+from coldlabel.store.claims import ClaimRepository
 from coldlabel.store.engine import (
     check_schema,
     current_revision,
     downgrade,
     head_revision,
+    is_unavailable,
     make_engine,
     redact,
     upgrade,
@@ -53,7 +60,7 @@ __all__ = [
 ]
 
 
-class Store(RequestCache, RunRepository, LabelRepository):
+class Store(RequestCache, RunRepository, ClaimRepository, LabelRepository):
     """All reads and writes of the labeling system. Thread-safe; one per process is plenty.
 
     ``auto_upgrade`` (default: SQLite yes, PostgreSQL no) decides what happens when the schema is behind.
@@ -64,8 +71,9 @@ class Store(RequestCache, RunRepository, LabelRepository):
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self._pid = os.getpid()
-        try:  # an unreachable database is StoreUnavailable/StoreError here (engine.connect), not a traceback
-            check_schema(self.engine, url, self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade)
+        try:  # an unreachable database is StoreUnavailable/StoreError here, not a driver traceback
+            with self._unavailable_as_store_error():
+                check_schema(self.engine, url, self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade)
         except BaseException:
             self.engine.dispose()
             raise
@@ -82,7 +90,22 @@ class Store(RequestCache, RunRepository, LabelRepository):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def ping(self) -> None:
+        """One round trip to the database; StoreUnavailable when it cannot be reached."""
+        with self._read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     # -- connections --
+    @contextmanager
+    def _unavailable_as_store_error(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            if not is_unavailable(exc):
+                raise
+            reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+            raise StoreUnavailable(f"database {redact(self.url)} unreachable: {reason}") from exc
+
     def _fork_check(self) -> None:
         # Pooled connections must not cross a fork (Celery prefork): the child drops the parent's pool.
         if os.getpid() != self._pid:
@@ -93,7 +116,7 @@ class Store(RequestCache, RunRepository, LabelRepository):
     def _write(self) -> Iterator[Connection]:
         """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
         self._fork_check()
-        with self.engine.connect() as conn:
+        with self._unavailable_as_store_error(), self.engine.connect() as conn:
             conn.execution_options(coldlabel_write=True)
             with conn.begin():
                 yield conn
@@ -101,5 +124,5 @@ class Store(RequestCache, RunRepository, LabelRepository):
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         self._fork_check()
-        with self.engine.connect() as conn:
+        with self._unavailable_as_store_error(), self.engine.connect() as conn:
             yield conn

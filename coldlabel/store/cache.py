@@ -2,7 +2,9 @@
 
 The key is made by ``labeler.client.cache_key`` from everything that decides an answer (model, dialect,
 messages, schema, sampling parameters, prompt version) and nothing else, as curator does; a hit means no HTTP
-request. Credentials never reach this table: a request holding credential-looking fields is refused.
+request. Only answers the caller found usable are stored (``labeler.client``), and a row the caller judges
+unusable when reading it is replaced by the next answer. Credentials never reach this table: a request
+holding credential-looking fields is refused.
 """
 from __future__ import annotations
 
@@ -41,9 +43,10 @@ class RequestCache:
     def put_call(self, key: str, *, model: str, dialect: str, prompt_version: str, endpoint: str,
                  request: Mapping[str, Any], response_text: str, finish_reason: str | None = None,
                  prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                 latency_ms: float | None = None) -> bool:
+                 latency_ms: float | None = None, replace: bool = False) -> bool:
         """Cache one answered request; True if stored, False if the key was already there (not an error:
-        two workers may answer the same request at once).
+        two workers may answer the same request at once). ``replace`` overwrites a row already there (the
+        caller found it unusable).
 
         ``request`` is the body that was sent (messages, response format, sampling params). There is
         deliberately no API-key argument, and a request holding credential-looking fields is refused."""
@@ -58,7 +61,12 @@ class RequestCache:
                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                       latency_ms=latency_ms, created_at=now_utc())
         with self._write() as conn:
+            insert = dialect_insert(conn, llm_calls).values(**values)
+            if replace:
+                insert = insert.on_conflict_do_update(index_elements=["key"],
+                                                      set_={k: v for k, v in values.items() if k != "key"})
+            else:
+                insert = insert.on_conflict_do_nothing()
             # RETURNING, not rowcount: SQLAlchemy 2.1 + psycopg report -1 for an INSERT's rowcount.
-            stored = conn.execute(dialect_insert(conn, llm_calls).values(**values).on_conflict_do_nothing()
-                                  .returning(llm_calls.c.key)).first()
+            stored = conn.execute(insert.returning(llm_calls.c.key)).first()
         return stored is not None

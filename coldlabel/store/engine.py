@@ -4,14 +4,17 @@
   on; write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers (threads or processes) queue
   on the busy timeout instead of failing with "database is locked" when a read lock must be upgraded.
   The schema is **upgraded automatically** when a store is opened: one file, one user, nothing to run.
-* **PostgreSQL** (``postgresql+psycopg://...``): ``pool_pre_ping``; the schema is **never changed
-  implicitly**. Opening a database whose revision is behind the code fails with a message that says to run
-  ``coldlabel db upgrade``, because a shared server may have other readers that must be upgraded with care.
+* **PostgreSQL** (``postgresql+psycopg://...``): ``pool_pre_ping``, a connect timeout and TCP keepalives
+  (a cut network fails a query instead of hanging it); the schema is **never changed implicitly**. Opening a
+  database whose revision is behind the code fails with a message that says to run ``coldlabel db upgrade``,
+  because a shared server may have other readers that must be upgraded with care.
 
 Opening a store, reading its revision and migrating it go through :func:`connect`: a database that cannot
 be reached there (server down, wrong host or port, a SQLite file that cannot be opened) is a
 :class:`StoreUnavailable` (or, for a SQLite file, a :class:`StoreError`) naming the redacted URL, which the
-CLI prints as one line — not a driver traceback.
+CLI prints as one line — not a driver traceback. Later, :func:`is_unavailable` tells a server that is away
+(connection refused or dropped, SQLite busy past its timeout) from a bug; the store turns the first kind into
+:class:`coldlabel.errors.StoreUnavailable`, which workers wait out.
 """
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ from coldlabel.errors import StoreError, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 BUSY_TIMEOUT_S = 60.0  # how long a SQLite writer waits for the lock; labeling writes are tiny
+# PostgreSQL: give up connecting after 10 s, and notice a silently dead connection within about a minute.
+PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                   "keepalives_count": 3}
 
 
 def redact(url: str | sa.URL) -> str:
@@ -71,6 +77,8 @@ def connect(engine: Engine, url: str | sa.URL | None = None) -> Iterator[Connect
 def make_engine(url: str) -> Engine:
     """An engine with the per-backend settings described in the module docstring."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=dict(PG_CONNECT_ARGS))
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
     if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file::memory:"):
@@ -117,6 +125,43 @@ def _enable_wal(cursor) -> None:
             time.sleep(0.05)
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is away (down, unreachable, connection dropped, SQLite still locked after its busy
+    timeout), as opposed to a bug or bad data: worth waiting for."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    if isinstance(exc.orig, sqlite3.OperationalError):  # SQLite: only a held lock is transient
+        text = str(exc.orig).lower()
+        return "locked" in text or "busy" in text
+    return True  # PostgreSQL's OperationalError: connection failures, admin shutdown, cancelled statements
+
+
+@contextmanager
+def migration_connection(engine: Engine, url: str | sa.URL | None = None) -> Iterator[Connection]:
+    """A connection for Alembic. On SQLite, foreign keys are switched off first (outside any transaction,
+    where SQLite ignores the pragma): batch mode recreates a table by dropping the old one, and a DROP with
+    foreign keys on would cascade-delete every row that references it. They are checked and switched back on
+    after."""
+    with connect(engine, url) as conn:
+        sqlite_ = conn.dialect.name == "sqlite"
+        if sqlite_:
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            conn.execution_options(coldlabel_write=True)  # SQLite: one BEGIN IMMEDIATE transaction
+            yield conn
+            if sqlite_:
+                broken = conn.connection.dbapi_connection.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StoreError(f"migration left {len(broken)} rows with dangling foreign keys: {broken[:3]}")
+        finally:
+            if sqlite_:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+
 def alembic_config(url: str | None = None):
     """The Alembic config for ``migrations/``; ``url`` wins over the ini and the settings."""
     cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
@@ -152,10 +197,9 @@ def current_revision(url_or_engine: str | Engine) -> str | None:
 def _run_alembic(url: str, action: str, revision: str) -> None:
     engine = make_engine(url)
     try:
-        with connect(engine, url) as conn:
-            # On SQLite this makes the whole migration one BEGIN IMMEDIATE transaction, so two processes
-            # upgrading a fresh file at once simply queue and the second finds nothing left to do.
-            conn.execution_options(coldlabel_write=True)
+        # On SQLite the whole migration is one BEGIN IMMEDIATE transaction, so two processes upgrading a
+        # fresh file at once simply queue and the second finds nothing left to do.
+        with migration_connection(engine, url) as conn:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             getattr(command, action)(cfg, revision)

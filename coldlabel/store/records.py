@@ -36,6 +36,7 @@ class Run:
     endpoint_switches: list[dict]
     created_at: datetime
     updated_at: datetime
+    status_reason: str | None = None  # why it is paused, degraded or failed
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class RunUser:
     started_at: datetime | None
     finished_at: datetime | None
     counters: UserCounters
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,13 @@ class TripletRow(Triplet):
 class RunProgress:
     run_id: str
     total: int
-    by_status: dict[str, int]
+    by_status: dict[str, int]  # 'running' counts live claims only; expired ones are ``stalled``
     totals: UserCounters  # summed over all users (done or not)
     first_started_at: datetime | None  # over done users
     last_finished_at: datetime | None
-    users_per_min: float | None  # done users / (last finish - first start)
-    eta_s: float | None  # remaining (pending + running + failed) at that rate
+    users_per_min: float | None  # done users / (last finish, or now while users remain - first start)
+    eta_s: float | None  # remaining (pending + running + stalled + failed) at that rate
+    stalled: int = 0  # 'running' users whose lease expired: their worker is gone, the reaper re-enqueues them
 
     @property
     def done(self) -> int:
@@ -144,4 +147,4 @@ class RunProgress:
 
     @property
     def remaining(self) -> int:
-        return self.by_status["pending"] + self.by_status["running"] + self.by_status["failed"]
+        return self.by_status["pending"] + self.by_status["running"] + self.by_status["failed"] + self.stalled

@@ -1,15 +1,15 @@
-"""Runs and their users: creation, claims, outcomes and progress. A run's truth lives here, never in a queue.
+"""Runs and their users: creation, status, the circuit breaker, progress. A run's truth lives here, never in a
+queue. A user's claim and outcome are ``claims.py``.
 
-A user moves ``pending → running → done``, or to ``failed`` (claimable again) or ``dead`` (dead-lettered,
-left alone until ``label resume``). Every transition is one conditional UPDATE, so two workers racing for
-the same user cannot both win.
+A run is ``active`` until every user is settled, then ``done``, ``degraded`` or ``failed`` (the labeler
+decides which); ``paused`` (a permanent endpoint error, the circuit breaker, a changed dataset) and
+``cancelled`` stop it until ``label resume``. Every status change is one conditional UPDATE.
 """
 from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 import sqlalchemy as sa
@@ -24,15 +24,15 @@ def _row_to_run(row) -> Run:
     return Run(id=row.id, name=row.name, dataset=row.dataset, dataset_fingerprint=row.dataset_fingerprint,
                endpoint=row.endpoint, model=row.model, prompt_version=row.prompt_version, config=row.config,
                status=row.status, endpoint_switches=list(row.endpoint_switches or []),
-               created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at))
+               created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at), status_reason=row.status_reason)
 
 
 def _row_to_user(row) -> RunUser:
     counters = UserCounters(**{name: getattr(row, name) for name in UserCounters.names()})
     return RunUser(run_id=row.run_id, user_idx=row.user_idx, user_id=row.user_id, status=row.status,
                    attempts=row.attempts, last_error=row.last_error, worker=row.worker,
-                   started_at=as_utc(row.started_at), finished_at=as_utc(row.finished_at), counters=counters)
-
+                   started_at=as_utc(row.started_at), finished_at=as_utc(row.finished_at), counters=counters,
+                   lease_expires_at=as_utc(row.lease_expires_at))
 
 
 class RunRepository:
@@ -74,13 +74,36 @@ class RunRepository:
         with self._read() as conn:
             return [_row_to_run(row) for row in conn.execute(query)]
 
-    def set_run_status(self, run_id: str, status: str) -> None:
+    def set_run_status(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """Set the status unconditionally (``label resume``/``cancel``); an active run forgets its breaker count."""
         check_choice("run status", status, RUN_STATUSES)
+        values: dict[str, Any] = dict(status=status, status_reason=reason, updated_at=now_utc())
+        if status == "active":
+            values["consecutive_failures"] = 0
         with self._write() as conn:
-            updated = conn.execute(sa.update(runs).where(runs.c.id == run_id)
-                                   .values(status=status, updated_at=now_utc())).rowcount
+            updated = conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values)).rowcount
         if updated != 1:
             raise RunNotFound(f"no run {run_id!r} in {redact(self.url)}")
+
+    def end_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
+        """Move an *active* run to ``status`` (paused, done, degraded, failed); False when it was not active
+        any more (another worker ended or paused it first, or someone cancelled it)."""
+        check_choice("run status", status, RUN_STATUSES)
+        with self._write() as conn:
+            return conn.execute(sa.update(runs).where(runs.c.id == run_id, runs.c.status == "active")
+                                .values(status=status, status_reason=reason, updated_at=now_utc())).rowcount == 1
+
+    def note_transport_failure(self, run_id: str, threshold: int, reason: str) -> bool:
+        """Count one more user in a row that failed on transport errors; at ``threshold`` pause the run with
+        ``reason``. True when this call paused it. A finished user resets the count (``finish_user``)."""
+        with self._write() as conn:
+            count = conn.execute(sa.update(runs).where(runs.c.id == run_id)
+                                 .values(consecutive_failures=runs.c.consecutive_failures + 1)
+                                 .returning(runs.c.consecutive_failures)).scalar()
+            if count is None or count < threshold:
+                return False
+            return conn.execute(sa.update(runs).where(runs.c.id == run_id, runs.c.status == "active")
+                                .values(status="paused", status_reason=reason, updated_at=now_utc())).rowcount == 1
 
     def record_endpoint_switch(self, run_id: str, endpoint: str, model: str, reason: str = "") -> Run:
         """Point the run at another endpoint from now on and keep a log of the switch."""
@@ -135,57 +158,6 @@ class RunRepository:
             raise StoreError(f"run {run_id}: no user_idx {user_idx} (add_users first)")
         return _row_to_user(row)
 
-    def claim_user(self, run_id: str, user_idx: int, worker: str, *, stale_after_s: float = 0.0) -> bool:
-        """Atomically mark a user 'running' for ``worker`` and count the attempt; False when there is
-        nothing to do (user done or dead, run not active, or someone else is running it).
-
-        A 'running' user is taken over when it was claimed more than ``stale_after_s`` ago: its worker is
-        presumed dead. The default 0 takes over at once, which is right when the caller knows the previous
-        owner is gone (a resumed inline run, a redelivered task); a duplicate only costs time because every
-        write is idempotent. Queue workers pass the broker's visibility timeout so they do not steal work
-        that is still in flight.
-        """
-        now = now_utc()
-        cutoff = now - timedelta(seconds=stale_after_s)
-        claimable = sa.or_(run_users.c.status.in_(("pending", "failed")),
-                           sa.and_(run_users.c.status == "running",
-                                   sa.or_(run_users.c.started_at.is_(None), run_users.c.started_at <= cutoff)))
-        run_active = sa.exists().where(runs.c.id == run_id, runs.c.status == "active")
-        with self._write() as conn:
-            claimed = conn.execute(
-                sa.update(run_users)
-                .where(run_users.c.run_id == run_id, run_users.c.user_idx == user_idx, claimable, run_active)
-                .values(status="running", attempts=run_users.c.attempts + 1, worker=worker,
-                        started_at=now, finished_at=None)
-            ).rowcount
-            if claimed == 0 and conn.execute(
-                    sa.select(run_users.c.user_idx).where(run_users.c.run_id == run_id,
-                                                          run_users.c.user_idx == user_idx)).first() is None:
-                raise StoreError(f"run {run_id}: no user_idx {user_idx} to claim (add_users first)")
-        return claimed == 1
-
-    def finish_user(self, run_id: str, user_idx: int,
-                    counters: UserCounters | Mapping[str, Any] | None = None) -> None:
-        """Mark a user done and record what it cost."""
-        values = asdict(UserCounters.of(counters))
-        with self._write() as conn:
-            updated = conn.execute(
-                sa.update(run_users).where(run_users.c.run_id == run_id, run_users.c.user_idx == user_idx)
-                .values(status="done", finished_at=now_utc(), last_error=None, **values)).rowcount
-        if updated != 1:
-            raise StoreError(f"run {run_id}: no user_idx {user_idx} to finish")
-
-    def fail_user(self, run_id: str, user_idx: int, error: str, *, dead: bool = False) -> bool:
-        """Record a failed attempt: 'failed' (may be claimed again) or 'dead' (dead-lettered, left alone).
-        A user that some other attempt already finished stays done; returns False then."""
-        with self._write() as conn:
-            updated = conn.execute(
-                sa.update(run_users).where(run_users.c.run_id == run_id, run_users.c.user_idx == user_idx,
-                                           run_users.c.status != "done")
-                .values(status="dead" if dead else "failed", last_error=str(error)[:8000],
-                        finished_at=now_utc())).rowcount
-        return updated == 1
-
     def users_by_status(self, run_id: str) -> dict[str, list[int]]:
         """Every status (present or not) -> sorted user indices."""
         out: dict[str, list[int]] = {status: [] for status in USER_STATUSES}
@@ -196,6 +168,12 @@ class RunRepository:
                 out[status].append(idx)
         return out
 
+    def has_users_left(self, run_id: str) -> bool:
+        """Is any user still to be labeled (pending, running or failed)? Cheap: an EXISTS on the index."""
+        with self._read() as conn:
+            return bool(conn.execute(sa.select(sa.exists().where(
+                run_users.c.run_id == run_id, run_users.c.status.in_(("pending", "running", "failed"))))).scalar())
+
     def incomplete_users(self, run_id: str, *, include_dead: bool = False) -> list[int]:
         """Users a resume must (re)enqueue: not done, and not dead unless ``include_dead``."""
         skip = ("done",) if include_dead else ("done", "dead")
@@ -205,15 +183,24 @@ class RunRepository:
                                                       run_users.c.status.not_in(skip))
                 .order_by(run_users.c.user_idx)).scalars())
 
-    def run_progress(self, run_id: str) -> RunProgress:
+    def run_progress(self, run_id: str, now: datetime | None = None) -> RunProgress:
+        """Counts, cost and pace. A 'running' user whose lease expired counts as ``stalled``, not in flight;
+        while users remain, the pace is measured up to ``now``, so a run that stopped moving shows it."""
+        now = now or now_utc()
         counter_sums = [sa.func.coalesce(sa.func.sum(getattr(run_users.c, name)), 0).label(name)
                         for name in UserCounters.names()]
+        expired = sa.and_(run_users.c.status == "running", run_users.c.lease_expires_at.is_not(None),
+                          run_users.c.lease_expires_at < now)
         with self._read() as conn:
             by_status = {status: 0 for status in USER_STATUSES}
-            for status, count in conn.execute(sa.select(run_users.c.status, sa.func.count())
-                                              .where(run_users.c.run_id == run_id)
-                                              .group_by(run_users.c.status)):
-                by_status[status] = count
+            stalled = 0
+            for status, is_expired, count in conn.execute(
+                    sa.select(run_users.c.status, expired.label("expired"), sa.func.count())
+                    .where(run_users.c.run_id == run_id).group_by(run_users.c.status, "expired")):
+                if is_expired:
+                    stalled += count
+                else:
+                    by_status[status] += count
             sums = conn.execute(sa.select(*counter_sums).where(run_users.c.run_id == run_id)).one()
             first, last = conn.execute(
                 sa.select(sa.func.min(run_users.c.started_at), sa.func.max(run_users.c.finished_at))
@@ -222,12 +209,14 @@ class RunRepository:
         totals = UserCounters(**{k: (float(v) if k == "latency_ms" else int(v)) for k, v in sums._asdict().items()})
         per_min = eta = None
         done = by_status["done"]
-        if done and first and last and last > first:
-            per_min = done / ((last - first).total_seconds() / 60)
-            remaining = by_status["pending"] + by_status["running"] + by_status["failed"]
+        remaining = by_status["pending"] + by_status["running"] + by_status["failed"] + stalled
+        end = max(last, now) if (remaining and last) else last
+        if done and first and end and end > first:
+            per_min = done / ((end - first).total_seconds() / 60)
             eta = remaining / per_min * 60
-        return RunProgress(run_id=run_id, total=sum(by_status.values()), by_status=by_status, totals=totals,
-                           first_started_at=first, last_finished_at=last, users_per_min=per_min, eta_s=eta)
+        return RunProgress(run_id=run_id, total=sum(by_status.values()) + stalled, by_status=by_status,
+                           totals=totals, first_started_at=first, last_finished_at=last, users_per_min=per_min,
+                           eta_s=eta, stalled=stalled)
 
     def user_errors(self, run_id: str, limit: int = 5) -> list[tuple[int, str, str | None]]:
         """(user_idx, status, last_error) of a few failed or dead users, lowest index first."""

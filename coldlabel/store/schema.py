@@ -9,7 +9,9 @@ import sqlalchemy as sa
 
 from coldlabel.store.records import UserCounters
 
-RUN_STATUSES = ("active", "cancelled", "done")
+# active -> done | degraded | failed when every user is settled (labeler/runs.py decides); paused by a
+# permanent endpoint error, the circuit breaker or a changed dataset; cancelled by hand. `label resume` re-activates.
+RUN_STATUSES = ("active", "paused", "cancelled", "done", "degraded", "failed")
 USER_STATUSES = ("pending", "running", "done", "failed", "dead")
 LABEL_STAGES = ("profile", "categories", "subcategories", "items", "rerank")  # the five labeling stages
 
@@ -56,6 +58,8 @@ runs = sa.Table(
     sa.Column("prompt_version", sa.String(64), nullable=False),
     sa.Column("config", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("status_reason", sa.Text),  # why the run is paused, degraded or failed (shown by `label status`)
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),  # the circuit breaker
     sa.Column("endpoint_switches", sa.JSON, nullable=False),  # [{at, from_endpoint, ..., reason}]
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
@@ -73,10 +77,13 @@ run_users = sa.Table(
     sa.Column("worker", sa.String(255)),
     sa.Column("started_at", TS),
     sa.Column("finished_at", TS),
+    # A claim ('running') or a scheduled retry ('failed') holds a lease; expired leases are reaped.
+    sa.Column("lease_expires_at", TS),
     *[sa.Column(f.name, sa.Float if f.type in (float, "float") else sa.Integer, nullable=False,
                 server_default="0") for f in fields(UserCounters)],
     sa.CheckConstraint(_in("status", USER_STATUSES), name="status"),
     sa.Index(None, "run_id", "status"),
+    sa.Index(None, "status", "lease_expires_at"),
 )
 
 

@@ -30,42 +30,13 @@ import psutil  # noqa: E402
 
 from coldlabel_testing.fake_server import FakeLLMServer  # noqa: E402
 from tests.support import services  # noqa: E402
-
-COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
-CONFIG = """
-[retrieval]
-tt_epochs = 3
-candidates = 200
-[labeler]
-endpoint = "fake"
-top_k_categories = 2
-top_k_subcategories = 2
-max_candidates_per_subcategory = 10
-[workers]
-visibility_timeout_s = 600
-[data]
-root = "{root}"
-[endpoints.fake]
-base_url = "{url}"
-model = "fake-model"
-dialect = "vllm"
-concurrency = {concurrency}
-"""
+from tests.support.cli import COLDLABEL, build_tiny_from, write_config  # noqa: E402
 
 
-def build_tiny(root: Path) -> None:
-    from coldlabel.config import load_settings
-    from coldlabel.data import prepare, synth
-    from coldlabel.data.workspace import Workspace
-    from retrieval import build
-
-    cfg = root / "build.toml"
-    cfg.write_text(CONFIG.format(root=root, url="http://x/v1", concurrency=1))
-    settings = load_settings(cfg, environ={})
-    ws = Workspace.of(root, "tiny")
-    synth.generate("tiny", ws.root, seed=0)
-    prepare.prepare(ws, settings.data)
-    build.build(ws, settings)
+def bench_config(path: Path, root: Path, url: str, concurrency: int) -> Path:
+    return write_config(path, {"workers": {"visibility_timeout_s": 600}, "data": {"root": str(root)},
+                               "endpoints.fake": {"base_url": url, "model": "fake-model", "dialect": "vllm",
+                                                  "concurrency": concurrency}})
 
 
 class Service:
@@ -77,7 +48,7 @@ class Service:
 
     def env(self, server: FakeLLMServer, concurrency: int) -> dict:
         cfg = self.root / f"cfg-{server.base_url.rsplit(':', 1)[1].split('/')[0]}.toml"
-        cfg.write_text(CONFIG.format(root=self.root, url=server.base_url, concurrency=concurrency))
+        bench_config(cfg, self.root, server.base_url, concurrency)
         return {**os.environ, "COLDLABEL_CONFIG": str(cfg), "COLDLABEL_WORKERS__BROKER_URL": self.redis_url,
                 "COLDLABEL_STORE__URL": self.pg_url}
 
@@ -233,7 +204,7 @@ def main() -> None:
     services.ensure_redis()
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         root = Path(tmp)
-        build_tiny(root)
+        build_tiny_from(bench_config(root / "build.toml", root, "http://x/v1", 1))
         rows = []
         for pool in args.pools.split(","):
             for n in (1, 2):

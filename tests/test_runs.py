@@ -11,7 +11,6 @@ import hashlib
 import json
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,44 +18,18 @@ import pytest
 
 from coldlabel.config import load_settings
 from coldlabel_testing.fake_server import FakeLLMServer, Reply
+from tests.support.cli import COLDLABEL, build_tiny_from, write_config
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
-CONFIG = """
-[retrieval]
-tt_epochs = 2
-candidates = 200
-[labeler]
-endpoint = "fake"
-top_k_categories = 2
-top_k_subcategories = 2
-max_candidates_per_subcategory = 10
-[transport]
-max_attempts = 1
-[workers]
-broker_url = ""
-max_task_retries = 1
-retry_backoff_s = 0
-inline_concurrency = 3
-"""
+RUN_SETTINGS = {"retrieval": {"tt_epochs": 2}, "transport": {"max_attempts": 1},
+                "workers": {"broker_url": "", "max_task_retries": 1, "retry_backoff_s": 0, "inline_concurrency": 3}}
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    from coldlabel.config import load_settings
-    from coldlabel.data import prepare, synth
-    from coldlabel.data.workspace import Workspace
-    from retrieval import build
-
     root = tmp_path_factory.mktemp("data")
-    cfg = root / "build.toml"
-    cfg.write_text(CONFIG + f'[data]\nroot = "{root}"\n')
-    settings = load_settings(cfg, environ={})
-    ws = Workspace.of(root, "tiny")
-    synth.generate("tiny", ws.root, seed=0)
-    prepare.prepare(ws, settings.data)
-    build.build(ws, settings)
+    build_tiny_from(write_config(root / "build.toml", RUN_SETTINGS, {"data": {"root": str(root)}}))
     return root
 
 
@@ -74,12 +47,12 @@ def setup(data_root, tmp_path, fake):
 
     other = FakeLLMServer(model="model-other").start()
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
-    cfg = tmp_path / "cfg.toml"
-    text = CONFIG + f'[data]\nroot = "{data_root}"\n[store]\nurl = "sqlite:///{tmp_path / "store.db"}"\n'
-    for name, url, model in (("fake", fake.base_url, "model-fake"), ("other", other.base_url, "model-other"),
-                             ("dead", dead_url, "model-dead")):
-        text += f'[endpoints.{name}]\nbase_url = "{url}"\nmodel = "{model}"\ndialect = "vllm"\nconcurrency = 2\n'
-    cfg.write_text(text)
+    endpoints = {f"endpoints.{name}": {"base_url": url, "model": model, "dialect": "vllm", "concurrency": 2}
+                 for name, url, model in (("fake", fake.base_url, "model-fake"),
+                                          ("other", other.base_url, "model-other"), ("dead", dead_url, "model-dead"))}
+    cfg = write_config(tmp_path / "cfg.toml", RUN_SETTINGS, {"data": {"root": str(data_root)},
+                                                             "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"}},
+                       endpoints)
     settings = load_settings(cfg, environ={})
     store = Store(settings.store_url())
     yield {"cfg": cfg, "settings": settings, "store": store, "other": other, "dead_url": dead_url,

@@ -20,69 +20,37 @@ from pathlib import Path
 import pytest
 
 from coldlabel_testing.fake_server import FakeLLMServer
+from tests.support.cli import COLDLABEL, build_tiny_from, write_config
 from tests.support.services import free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]  # real Celery worker processes
 
 ROOT = Path(__file__).resolve().parent.parent
-COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
 N_USERS = 32
-# Small labeling caps keep a user at ~6 LLM calls; the retrieval settings must match the build.
-BASE_CONFIG = """
-[retrieval]
-tt_epochs = 3
-candidates = 200
-[labeler]
-endpoint = "fake"
-top_k_categories = 2
-top_k_subcategories = 2
-max_candidates_per_subcategory = 10
-[transport]
-max_attempts = 2
-backoff_initial_s = 0.05
-backoff_max_s = 0.2
-[workers]
-retry_backoff_s = 0
-max_task_retries = 1
-soft_shutdown_timeout_s = 2
-slot_lease_s = 3
-"""
+WORKER_SETTINGS = {"transport": {"max_attempts": 2, "backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+                   "workers": {"retry_backoff_s": 0, "max_task_retries": 1, "soft_shutdown_timeout_s": 2,
+                               "slot_lease_s": 3}}
 
 
-def write_config(path: Path, data_root: Path, endpoints: dict[str, str], *, concurrency: int = 4,
-                 visibility_timeout_s: int | None = 120, dialect: str = "vllm", model: str | None = None,
-                 workers: str = "") -> Path:
+def worker_config(path: Path, data_root: Path, endpoints: dict[str, str], *, concurrency: int = 4,
+                  visibility_timeout_s: int | None = 120, dialect: str = "vllm", model: str | None = None,
+                  workers: dict | None = None) -> Path:
     """A config file for this test's CLI calls and workers. The visibility timeout is above a user's wall
     time (first task included: it loads the candidate space); None keeps the default. ``workers``: more
-    lines for the [workers] section."""
-    text = BASE_CONFIG + workers
+    [workers] settings."""
+    extra = dict(workers or {})
     if visibility_timeout_s is not None:
-        text += f"visibility_timeout_s = {visibility_timeout_s}\n"
-    text += f'\n[data]\nroot = "{data_root}"\n'
-    for name, url in endpoints.items():
-        served = model or f"model-{name}"
-        text += (f'\n[endpoints.{name}]\nbase_url = "{url}"\nmodel = "{served}"\n'
-                 f'dialect = "{dialect}"\n'
-                 f"concurrency = {concurrency}\n")
-    path.write_text(text)
-    return path
+        extra["visibility_timeout_s"] = visibility_timeout_s
+    sections = {f"endpoints.{name}": {"base_url": url, "model": model or f"model-{name}", "dialect": dialect,
+                                      "concurrency": concurrency} for name, url in endpoints.items()}
+    return write_config(path, WORKER_SETTINGS, {"workers": extra, "data": {"root": str(data_root)}}, sections)
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
     """The tiny synthetic dataset, prepared and built once for the module."""
-    from coldlabel.config import load_settings
-    from coldlabel.data import prepare, synth
-    from coldlabel.data.workspace import Workspace
-    from retrieval import build
-
     root = tmp_path_factory.mktemp("data")
-    cfg = write_config(root / "build.toml", root, {})
-    settings = load_settings(cfg, environ={})
-    ws = Workspace.of(root, "tiny")
-    synth.generate("tiny", ws.root, seed=0)
-    prepare.prepare(ws, settings.data)
-    build.build(ws, settings)
+    build_tiny_from(worker_config(root / "build.toml", root, {}))
     return root
 
 
@@ -107,7 +75,7 @@ def reference(tiny_root, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("reference")
     with FakeLLMServer() as srv:
-        cfg = write_config(tmp / "cfg.toml", tiny_root, {"fake": srv.base_url})
+        cfg = worker_config(tmp / "cfg.toml", tiny_root, {"fake": srv.base_url})
         settings = settings_for(cfg, STORE__URL=f"sqlite:///{tmp / 'ref.db'}")
         store = Store(settings.store_url())
         run = start_run(store, settings, "tiny", users=N_USERS)
@@ -225,6 +193,15 @@ def all_done(progress) -> bool:
     return progress.done == progress.total
 
 
+def run_status_after_settling(store, run_id: str, timeout_s: float = 30) -> str:
+    """The run's status once its last worker has decided how it ended: that happens just after the last
+    user is marked done, so a watcher that saw every user done may still find the run active for a moment."""
+    deadline = time.monotonic() + timeout_s
+    while (status := store.get_run(run_id).status) == "active" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return status
+
+
 def assert_complete_and_equal(ctx, run_id: str, reference) -> None:
     store = ctx["store"]
     by_status = store.users_by_status(run_id)
@@ -232,7 +209,7 @@ def assert_complete_and_equal(ctx, run_id: str, reference) -> None:
     edges, trips = labels(store, run_id)
     assert edges == reference["edges"], "labels differ from the inline reference (lost or duplicated work)"
     assert trips == reference["triplets"]
-    assert store.get_run(run_id).status == "done"
+    assert run_status_after_settling(store, run_id) == "done"
 
 
 # ---- tests ----------------------------------------------------------------------------------------
@@ -241,7 +218,7 @@ def test_two_workers_label_every_user_exactly_once_within_the_endpoint_limit(ser
     """32 users, 2 workers x 4 threads, endpoint concurrency 3: all done, each user labeled once (one
     profile request per user at the server), both workers did work, never more than 3 requests at once."""
     srv = service["server"](capacity=16, base_latency_s=0.02)
-    cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url}, concurrency=3)
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url}, concurrency=3)
     service["worker"](cfg, "w1")
     service["worker"](cfg, "w2")
     run_id = start(service, cfg)
@@ -266,7 +243,7 @@ def test_sigkill_of_a_worker_mid_run_loses_and_duplicates_nothing(service, refer
     30 s, reaper every 15 s, visibility timeout 600 s) its users are re-enqueued by the surviving worker's
     reaper within about a minute, not after the broker's visibility timeout, and nothing is labeled twice."""
     srv = service["server"](capacity=8, base_latency_s=0.25)
-    cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url}, concurrency=8,
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url}, concurrency=8,
                        visibility_timeout_s=None)
     victim = service["worker"](cfg, "victim")
     run_id = start(service, cfg)
@@ -294,7 +271,7 @@ def test_a_60s_store_outage_mid_run_loses_and_duplicates_nothing(service, refere
     from tests.support.tcp_proxy import TcpProxy
 
     srv = service["server"](capacity=8, base_latency_s=0.2)
-    cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url},
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url},
                        visibility_timeout_s=None)
     with TcpProxy(PG_HOST, PG_PORT) as proxy:
         via_proxy = service["postgres_url"].replace(f"{PG_HOST}:{PG_PORT}", f"127.0.0.1:{proxy.port}")
@@ -324,12 +301,12 @@ def test_a_worker_refuses_to_start_without_its_store_or_endpoint(service):
     """Finding 1: a worker started with an unreachable database reported ready and dropped what it took.
     Now it checks store, broker and endpoint first and exits non-zero with a one-line reason."""
     srv = service["server"]()
-    cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url},
-                       workers="startup_timeout_s = 2\n")
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url},
+                       workers={"startup_timeout_s": 2})
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
-    bad_endpoint = write_config(service["tmp"] / "dead.toml", service["root"], {"fake": dead_url},
-                                workers="startup_timeout_s = 2\n")
+    bad_endpoint = worker_config(service["tmp"] / "dead.toml", service["root"], {"fake": dead_url},
+                                workers={"startup_timeout_s": 2})
     for env, expected in ((service["env_for"](cfg, store_url=closed), "worker not started: store: database "
                                                                       "postgresql+psycopg://postgres@127.0.0.1"),
                           (service["env_for"](bad_endpoint), f"worker not started: endpoint: endpoint 'fake' at "
@@ -348,7 +325,7 @@ def test_resume_on_another_endpoint_calls_nothing_for_done_users(service, refere
 
     a = service["server"](capacity=4, base_latency_s=0.15)
     b = service["server"]()
-    cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": a.base_url, "b": b.base_url})
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": a.base_url, "b": b.base_url})
     w = service["worker"](cfg, "first")
     run_id = start(service, cfg)
     wait_for(service, run_id, lambda p: p.done >= 5, what="5 users done")
@@ -378,7 +355,7 @@ def test_unreachable_endpoint_pauses_the_run_and_resume_finishes(service, refere
     breaker (5 users in a row, the default) instead of dead-lettering every user; resume finishes it."""
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
     good = service["server"](model="model-good")
-    cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": good.base_url, "dead": dead_url,
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": good.base_url, "dead": dead_url,
                                                                       "good": good.base_url})
     env = service["env_for"](cfg)
     check = cli(env, "llm", "check", "dead", check=False)
@@ -398,7 +375,7 @@ def test_unreachable_endpoint_pauses_the_run_and_resume_finishes(service, refere
     wait_for(service, run_id, all_done)
     edges, _ = labels(store, run_id)
     assert edges == {e for e in reference["edges"] if e[0] < 12}
-    assert store.get_run(run_id).status == "done"
+    assert run_status_after_settling(store, run_id) == "done"
 
 
 def test_redis_restart_mid_run_loses_nothing(service, reference, tmp_path):
@@ -412,7 +389,7 @@ def test_redis_restart_mid_run_loses_nothing(service, reference, tmp_path):
     try:
         _wait_redis(port)
         srv = service["server"](capacity=8, base_latency_s=0.2)
-        cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url})
+        cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url})
         env = service["env_for"](cfg, broker)
         service["worker"](cfg, "w", broker=broker)
         out = cli(env, "label", "start", "--dataset", "tiny", "--users", str(N_USERS)).stdout
@@ -493,7 +470,7 @@ def test_real_llm_run_through_a_worker(service, tmp_path):
 
     port = free_port()
     with start_local_server(port, "smollm2-135m-instruct", tmp_path / "llm.log", n_ctx=4096) as llm:
-        cfg = write_config(service["tmp"] / "cfg.toml", service["root"], {"fake": llm.base_url}, concurrency=1,
+        cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": llm.base_url}, concurrency=1,
                            visibility_timeout_s=900, dialect="llamacpp", model="smollm2-135m-instruct")
         cfg.write_text(cfg.read_text().replace("[labeler]\n", "[labeler]\nmax_tokens = 160\n"))
         service["worker"](cfg, "w", concurrency=1)

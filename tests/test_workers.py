@@ -34,16 +34,17 @@ WORKER_SETTINGS = {"transport": {"max_attempts": 2, "backoff_initial_s": 0.05, "
 
 def worker_config(path: Path, data_root: Path, endpoints: dict[str, str], *, concurrency: int = 4,
                   visibility_timeout_s: int | None = 120, dialect: str = "vllm", model: str | None = None,
-                  workers: dict | None = None) -> Path:
+                  workers: dict | None = None, labeler: dict | None = None) -> Path:
     """A config file for this test's CLI calls and workers. The visibility timeout is above a user's wall
     time (first task included: it loads the candidate space); None keeps the default. ``workers``: more
-    [workers] settings."""
+    [workers] settings; ``labeler``: [labeler] settings on top of the small caps."""
     extra = dict(workers or {})
     if visibility_timeout_s is not None:
         extra["visibility_timeout_s"] = visibility_timeout_s
     sections = {f"endpoints.{name}": {"base_url": url, "model": model or f"model-{name}", "dialect": dialect,
                                       "concurrency": concurrency} for name, url in endpoints.items()}
-    return write_config(path, WORKER_SETTINGS, {"workers": extra, "data": {"root": str(data_root)}}, sections)
+    return write_config(path, WORKER_SETTINGS, {"workers": extra, "labeler": labeler or {},
+                                                 "data": {"root": str(data_root)}}, sections)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +245,7 @@ def test_sigkill_of_a_worker_mid_run_loses_and_duplicates_nothing(service, refer
     reaper within about a minute, not after the broker's visibility timeout, and nothing is labeled twice."""
     srv = service["server"](capacity=8, base_latency_s=0.25)
     cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url}, concurrency=8,
-                       visibility_timeout_s=None)
+                        visibility_timeout_s=None)
     victim = service["worker"](cfg, "victim")
     run_id = start(service, cfg)
     wait_for(service, run_id, lambda p: p.done >= 3 and p.by_status["running"] >= 2, what="users in flight")
@@ -272,7 +273,7 @@ def test_a_60s_store_outage_mid_run_loses_and_duplicates_nothing(service, refere
 
     srv = service["server"](capacity=8, base_latency_s=0.2)
     cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url},
-                       visibility_timeout_s=None)
+                        visibility_timeout_s=None)
     with TcpProxy(PG_HOST, PG_PORT) as proxy:
         via_proxy = service["postgres_url"].replace(f"{PG_HOST}:{PG_PORT}", f"127.0.0.1:{proxy.port}")
         service["worker"](cfg, "w1", store_url=via_proxy)
@@ -302,11 +303,11 @@ def test_a_worker_refuses_to_start_without_its_store_or_endpoint(service):
     Now it checks store, broker and endpoint first and exits non-zero with a one-line reason."""
     srv = service["server"]()
     cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url},
-                       workers={"startup_timeout_s": 2})
+                        workers={"startup_timeout_s": 2})
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
     bad_endpoint = worker_config(service["tmp"] / "dead.toml", service["root"], {"fake": dead_url},
-                                workers={"startup_timeout_s": 2})
+                                 workers={"startup_timeout_s": 2})
     for env, expected in ((service["env_for"](cfg, store_url=closed), "worker not started: store: database "
                                                                       "postgresql+psycopg://postgres@127.0.0.1"),
                           (service["env_for"](bad_endpoint), f"worker not started: endpoint: endpoint 'fake' at "
@@ -356,7 +357,7 @@ def test_unreachable_endpoint_pauses_the_run_and_resume_finishes(service, refere
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
     good = service["server"](model="model-good")
     cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": good.base_url, "dead": dead_url,
-                                                                      "good": good.base_url})
+                                                                       "good": good.base_url})
     env = service["env_for"](cfg)
     check = cli(env, "llm", "check", "dead", check=False)
     assert check.returncode == 1 and "UNREACHABLE" in check.stdout and dead_url in check.stdout
@@ -471,8 +472,8 @@ def test_real_llm_run_through_a_worker(service, tmp_path):
     port = free_port()
     with start_local_server(port, "smollm2-135m-instruct", tmp_path / "llm.log", n_ctx=4096) as llm:
         cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": llm.base_url}, concurrency=1,
-                           visibility_timeout_s=900, dialect="llamacpp", model="smollm2-135m-instruct")
-        cfg.write_text(cfg.read_text().replace("[labeler]\n", "[labeler]\nmax_tokens = 160\n"))
+                            visibility_timeout_s=900, dialect="llamacpp", model="smollm2-135m-instruct",
+                            labeler={"max_tokens": 160})
         service["worker"](cfg, "w", concurrency=1)
         run_id = start(service, cfg, 1)
         wait_for(service, run_id, all_done, timeout_s=420)

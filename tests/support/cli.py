@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coldlabel.config import Settings, load_settings
-from coldlabel.data import prepare, synth
-from coldlabel.data.workspace import Workspace
-from retrieval import build
+from tests.support.datasets import build_tiny_with
 
 COLDLABEL = [sys.executable, "-c", "from coldlabel.cli import main; main()"]
 
@@ -50,9 +48,4 @@ def write_config(path: Path, *layers: dict[str, dict[str, Any]]) -> Path:
 
 def build_tiny_from(config: Path, name: str = "tiny", seed: int = 0) -> Settings:
     """synth → prepare → retrieval build of the `tiny` preset with the settings of ``config``."""
-    settings = load_settings(config, environ={})
-    ws = Workspace.of(settings.data.root, name)
-    synth.generate("tiny", ws.root, seed=seed)
-    prepare.prepare(ws, settings.data)
-    build.build(ws, settings)
-    return settings
+    return build_tiny_with(load_settings(config, environ={}), name, seed)

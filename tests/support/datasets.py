@@ -5,6 +5,9 @@ import shutil
 from pathlib import Path
 
 from coldlabel.config import Settings, load_settings
+from coldlabel.data import prepare, synth
+from coldlabel.data.workspace import Workspace
+from retrieval import build
 
 # Test-sized knobs: a few Two-Tower epochs and small LLM prompts; everything else is the thesis default.
 TEST_OVERRIDES = [
@@ -24,19 +27,18 @@ def settings_for(data_root: Path, *extra: str) -> Settings:
     return load_settings(None, [f"data.root={data_root}", *TEST_OVERRIDES, *extra], environ={})
 
 
-def build_tiny(data_root: Path, name: str = "tiny", seed: int = 0) -> Settings:
-    """synth → prepare → retrieval build, exactly as the CLI does it."""
-    from coldlabel.data import synth
-    from coldlabel.data.prepare import prepare
-    from coldlabel.data.workspace import Workspace
-    from retrieval.build import build
-
-    settings = settings_for(data_root)
-    ws = Workspace.of(data_root, name)
+def build_tiny_with(settings: Settings, name: str = "tiny", seed: int = 0) -> Settings:
+    """synth → prepare → retrieval build of the `tiny` preset under ``settings.data.root``, as the CLI does it."""
+    ws = Workspace.of(settings.data.root, name)
     synth.generate("tiny", ws.root, seed=seed)
-    prepare(ws, settings.data)
-    build(ws, settings)
+    prepare.prepare(ws, settings.data)
+    build.build(ws, settings)
     return settings
+
+
+def build_tiny(data_root: Path, name: str = "tiny", seed: int = 0) -> Settings:
+    """The `tiny` dataset with the test-sized knobs of ``TEST_OVERRIDES``."""
+    return build_tiny_with(settings_for(data_root), name, seed)
 
 
 def copy_dataset(src_root: Path, dst_root: Path, name: str = "tiny") -> Path:

@@ -84,12 +84,12 @@ def _shape(body: dict) -> _Shape:
             id_prop = next((p for p, s in inner.items() if "enum" in s and s.get("type") == "string"), None)
             if id_prop:
                 return _Shape(name, list(inner[id_prop]["enum"]), k, scored="score" in inner)
-    # No schema (unconstrained or plain dialect): read the prompt like a model would. Candidates are JSON
-    # objects with an "id", allowed names JSON strings, one per line after "Allowed".
+    # No schema (unconstrained or plain dialect): read the prompt like a model would. Candidates are lines
+    # that start with their handle (c1 "title" ...), allowed names JSON strings, one per line after "Allowed".
     text = (body.get("messages") or [{}])[-1].get("content", "") or ""
     match = re.search(r'Answer format: \{"(\w+)"', text)
     name = match.group(1) if match else "asins"
-    ids = [json.loads(m)["id"] for m in re.findall(r'^(\{"id": .*\})$', text, re.M)]
+    ids = re.findall(r'^(c\d+) "', text, re.M)
     allowed = ids or [json.loads(m) for m in re.findall(r'^(".*")$', text.split("Allowed", 1)[-1], re.M)]
     return _Shape(name, allowed, 3, scored=name == "items")
 

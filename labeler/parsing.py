@@ -163,8 +163,11 @@ class Projector:
     stands for two different allowed values is dropped: it names neither."""
 
     def __init__(self, allowed: Sequence[str], kind: Kind = "id", aliases: Mapping[str, str] | None = None,
-                 threshold: float = FUZZY_THRESHOLD):
+                 threshold: float = FUZZY_THRESHOLD, handles: Mapping[str, str] | None = None):
         self.allowed = list(dict.fromkeys(allowed))
+        # Per-prompt handles (c1, c2, ...): matched exactly (case-insensitively), never fuzzily: "c12" is
+        # one character away from "c1" and means another item.
+        self._handles: dict[str, str] = {normalise(h): v for h, v in (handles or {}).items() if v in self.allowed}
         self.kind = kind
         self.threshold = threshold
         self._exact = set(self.allowed)
@@ -193,6 +196,8 @@ class Projector:
         if text in self._exact:
             return text
         norm = normalise(text)
+        if norm in self._handles:
+            return self._handles[norm]
         if norm in self._norm:
             return self._norm[norm]
         if norm in self._alias_norm:
@@ -236,9 +241,11 @@ def parse_selection(
     aliases: Mapping[str, str] | None = None,
     want_scores: bool = False,
     score_scale: float = 5.0,
+    projector: Projector | None = None,
 ) -> ParseResult:
-    """Parse a "choose from this list" answer. The result never holds anything outside ``allowed``."""
-    projector = Projector(allowed, kind, aliases)
+    """Parse a "choose from this list" answer. The result never holds anything outside ``allowed``.
+    ``projector``: the prompt's own (``Prompt.projector``, which knows its handles); else one is built."""
+    projector = projector or Projector(allowed, kind, aliases)
     obj = extract_json(text)
     raw_items: list | None = None
     if obj is not None:
@@ -307,12 +314,15 @@ def _id_shape(allowed: Sequence[str]) -> re.Pattern | None:
     return re.compile(r"(?<![A-Za-z0-9])[A-Z0-9]{%d,%d}(?![A-Za-z0-9])" % (max(4, lo - 3), hi + 3))
 
 
+_HANDLE_SHAPE = re.compile(r"(?<![A-Za-z0-9])[cC]\d{1,4}(?![A-Za-z0-9])")  # a candidate handle, real or invented
+
+
 def _from_text(text: str, projector: Projector, k: int) -> ParseResult:
     """Heuristics for answers without JSON: mentions, bracketed ids/indices, fuzzy lines."""
     found: list[tuple[int, str]] = []  # (position in text, value)
     invented: set[str] = set()
     lowered = text.casefold()
-    for value in projector.allowed + list(projector._alias_norm):
+    for value in projector.allowed + list(projector._alias_norm) + list(projector._handles):
         words = value.casefold().split()
         if not words:
             continue
@@ -328,8 +338,9 @@ def _from_text(text: str, projector: Projector, k: int) -> ParseResult:
                 found.append((m.start(), projector.allowed[idx]))
         elif projector.project(inner) is None:
             invented.add(normalise(inner))
-    shape = _id_shape(projector.allowed) if projector.kind == "id" else None
-    if shape is not None:
+    shapes = [_id_shape(projector.allowed) if projector.kind == "id" else None,
+              _HANDLE_SHAPE if projector._handles else None]
+    for shape in (s for s in shapes if s is not None):
         for m in shape.finditer(text):
             token = m.group(0)
             if any(c.isdigit() for c in token) and projector.project(token) is None:

@@ -25,7 +25,8 @@ from coldlabel.store import Edge, Store, Triplet, UserCounters
 from labeler import extract, prompts
 from labeler.client import Completion, LLMClient
 from labeler.parsing import PARSER_VERSION, ParseResult, rank_scores
-from labeler.prompts import CandidateView, Prompt, UserView
+from labeler.prompts import CandidateView, ItemRef, Prompt, UserView
+from retrieval.evidence import render
 from retrieval.space import CandidateItem, CandidateSpace, UserSpace
 
 log = logging.getLogger("coldlabel.pipeline")
@@ -176,7 +177,7 @@ async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, ta
 
 def _view(c: CandidateItem) -> CandidateView:
     return CandidateView(id=c.asin, title=c.title, category_path=PATH_SEP.join(c.category_path),
-                         evidence=tuple(c.evidence))
+                         evidence=tuple(ItemRef(it.asin, render(it)) for it in c.similar), brand=c.brand)
 
 
 def _shown_order(items: list, user_id: str, part: str, shuffle: bool) -> list:
@@ -192,9 +193,11 @@ def _shown_order(items: list, user_id: str, part: str, shuffle: bool) -> list:
 
 
 def _profile_fallback(space: UserSpace) -> dict:
-    """A profile written from the history alone, when the model gives none."""
+    """A profile written from the history alone, when the model gives none. It names the last three history
+    items by their handles (``h18``): the history block right above it already spells them out."""
     cats = list(dict.fromkeys(PATH_SEP.join(it.category_path[:2]) for it in reversed(space.history)))
-    return {"profile": "Recently bought: " + "; ".join(it.title for it in space.history[-3:]),
+    n = len(space.history)
+    return {"profile": "Recently bought: " + ", ".join(f"h{i}" for i in range(max(1, n - 2), n + 1)),
             "keywords": [], "preferred_categories": [c for c in cats if c in space.categories][:3]}
 
 
@@ -245,7 +248,8 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
     stored = ctx.store.load_stages(run_id, user_idx)
     tally = _Tally()
     reports: list[StageReport] = []
-    user = UserView(space.user_id, tuple(it.text for it in space.history))
+    user = UserView(space.user_id, tuple(it.text for it in space.history),
+                    history_ids=tuple(it.asin for it in space.history))
     constrained = s.constrained
     levels = tuple(ctx.settings.data.subcategory_levels)
 

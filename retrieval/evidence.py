@@ -1,8 +1,10 @@
 """Similar-item evidence for a candidate (thesis §4.3.4, RAG-style evidence).
 
 For an item, up to ``evidence_k`` nearest *other* items in the Two-Tower item space whose inner product is
-above ``evidence_min_sim``, rendered as one short ``title (path tail)`` each. How a prompt labels them
-(``similar``) is the prompt's business, in one place (``labeler.prompts``). Computed on demand and kept in memory: a
+above ``evidence_min_sim``: kept as item indices (``neighbours``), so a prompt can point at a neighbour it
+already shows (another candidate, an item of the shopper's history) instead of re-typing it, and rendered as
+one short ``title (path tail)`` each (``for_item``) where it must be written out. How a prompt labels and
+references them is the prompt's business, in one place (``labeler.prompts``). Computed on demand and kept in memory: a
 labeler only needs evidence for the candidates it actually shows, and one batched FAISS query per user's
 candidate list is cheap.
 """
@@ -35,7 +37,7 @@ class Evidence:
         self.k = k
         self.min_sim = min_sim
         self.index = index if index is not None else flat_index(self.vectors)
-        self._cache: dict[int, tuple[str, ...]] = {}
+        self._cache: dict[int, tuple[int, ...]] = {}
         self.searched = 0  # items looked up so far (for the benchmark)
 
     def prefetch(self, item_idxs: Iterable[int], batch: int = 4096) -> None:
@@ -51,10 +53,15 @@ class Evidence:
             scores, ids = self.index.search(self.vectors[chunk], k)
             for item, row_s, row_i in zip(chunk, scores, ids):
                 picked = [int(j) for s, j in zip(row_s, row_i) if j >= 0 and j != item and s > self.min_sim]
-                self._cache[item] = tuple(render(self.items[j]) for j in picked[:self.k])
+                self._cache[item] = tuple(picked[:self.k])
             self.searched += len(chunk)
 
-    def for_item(self, item_idx: int) -> tuple[str, ...]:
+    def neighbours(self, item_idx: int) -> tuple[int, ...]:
+        """Indices of the similar items, most similar first."""
         if item_idx not in self._cache:
             self.prefetch([item_idx])
         return self._cache[item_idx]
+
+    def for_item(self, item_idx: int) -> tuple[str, ...]:
+        """The similar items rendered as ``title (path tail)``."""
+        return tuple(render(self.items[j]) for j in self.neighbours(item_idx))

@@ -29,12 +29,20 @@ class CandidateItem:
     score: float
     _evidence: Evidence | None = field(default=None, compare=False, repr=False)
     flagged: str = ""  # why the item's text reads like an instruction to a model ("" = it does not)
+    brand: str = ""
 
     @property
     def evidence(self) -> tuple[str, ...]:
         """Similar-item snippets, computed on first use: a user has ~2,000 candidates but a labeler shows
         only the chosen subcategories' (prefetch those with ``CandidateSpace.evidence.prefetch``)."""
         return self._evidence.for_item(self.item_idx) if self._evidence is not None else ()
+
+    @property
+    def similar(self) -> tuple[Item, ...]:
+        """The same evidence as catalog items, so a prompt can tell which of them it already shows."""
+        if self._evidence is None:
+            return ()
+        return tuple(self._evidence.items[j] for j in self._evidence.neighbours(self.item_idx))
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,8 @@ class CandidateSpace:
             subcategories[cat].append(sub)
             candidates[sub] = tuple(
                 CandidateItem(i, self.items[i].asin, self.items[i].title, self.items[i].category_path, sub,
-                              float(s), self.evidence, flagged=self.items[i].flagged) for i, s in bucket)
+                              float(s), self.evidence, flagged=self.items[i].flagged, brand=self.items[i].brand)
+                for i, s in bucket)
         return UserSpace(
             user_idx=user_idx,
             user_id=self.user_ids[user_idx],

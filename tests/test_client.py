@@ -100,7 +100,7 @@ def test_request_carries_the_dialects_response_format(dialect):
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
         assert fmt["json_schema"]["name"] == "coldlabel_items"
         sent = fmt["json_schema"]["schema"]
-        assert sent["properties"]["asins"]["items"]["enum"] == PROMPT.allowed
+        assert sent["properties"]["asins"]["items"]["enum"] == PROMPT.answer_values
         # OpenAI strict mode rejects length keywords; vLLM keeps them.
         assert ("maxItems" in sent["properties"]["asins"]) == (dialect == "vllm")
 

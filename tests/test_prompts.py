@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from labeler import prompts
+from labeler import listing, prompts
 from labeler.prompts import CandidateView, UserView
 
 HISTORY = ("Rose lip balm | Beauty > Skin Care > Lips > Balm", "Vitamin C serum | Beauty > Skin Care > Face > Serums")
@@ -52,7 +52,7 @@ def test_user_block_is_a_shared_prefix_and_the_task_comes_last():
     assert stage1.startswith(history_part + "\n\nTask:")
     for p, b in zip(ps, bodies):
         tail = b.split("\n\nTask:")[1]
-        assert all(value in tail for value in p.allowed)  # the allowed set is in the task part
+        assert all(value in tail for value in p.answer_values)  # what it answers with is in the task part
         assert b.rstrip().splitlines()[-1].startswith("Answer format:")
 
 
@@ -62,12 +62,14 @@ def test_enums_when_constrained_and_none_when_not():
     assert c2.schema["properties"]["categories"]["maxItems"] == 2
     assert c2.schema["required"] == ["categories"] and c2.schema["additionalProperties"] is False
     c4 = prompts.items_prompt(user(), SUBS[0], cands(4), 2)
-    assert c4.schema["properties"]["asins"]["items"]["enum"] == c4.allowed == [c.id for c in cands(4)]
+    assert c4.allowed == [c.id for c in cands(4)]  # the allowed set stays the item ids ...
+    assert c4.schema["properties"]["asins"]["items"]["enum"] == c4.answer_values == ["c1", "c2", "c3", "c4"]
+    assert [c4.item_of(h) for h in c4.answer_values] == c4.allowed  # ... the handles map back to them
     assert c4.schema["properties"]["asins"]["minItems"] == 2  # top-k means k, when there are k candidates
     assert prompts.items_prompt(user(), SUBS[0], cands(1), 2).schema["properties"]["asins"]["minItems"] == 1
     c5 = prompts.rerank_prompt(user(), cands(3), 2, score_scale=5)
     item = c5.schema["properties"]["items"]["items"]
-    assert item["properties"]["asin"]["enum"] == c5.allowed
+    assert item["properties"]["asin"]["enum"] == c5.answer_values == ["c1", "c2", "c3"]
     assert item["properties"]["score"]["enum"] == [1, 2, 3, 4, 5]
     loose = [prompts.categories_prompt(user(), CATS, 2, constrained=False),
              prompts.items_prompt(user(), SUBS[0], cands(4), 2, constrained=False),
@@ -78,11 +80,12 @@ def test_enums_when_constrained_and_none_when_not():
 def test_stage4_lines_and_at_most_three_evidence_snippets():
     p = prompts.items_prompt(user(), SUBS[0], cands(2, evidence=5), 2)
     body = p.messages[1]["content"]
-    lines = [json.loads(line) for line in body.splitlines() if line.startswith('{"id"')]
-    assert lines[0] == {"id": "B00CAND000", "title": "Product 0 moisturiser", "path": "Beauty > Skin Care > Face",
-                        "similar": [f"Similar item 0.{e} | Beauty > Skin Care" for e in range(3)]}
+    assert 'All candidates are in "Beauty > Skin Care > Face".' in body  # the shared path, once
+    lines = dict(listing.parse_line(line) for line in body.splitlines() if line[:1] in "cs" and line[1:2].isdigit())
+    assert lines["c1"] == {"text": "Product 0 moisturiser", "similar": ["s1", "s2", "s3"]}
+    assert [lines[f"s{n}"]["text"] for n in (1, 2, 3)] == [f"Similar item 0.{e} | Beauty > Skin Care" for e in range(3)]
     assert "Similar item 0.3" not in body
-    assert "similar:" not in body  # evidence is labelled once, by its key
+    assert sum(" similar: " in line for line in body.splitlines() if line.startswith("c")) == 2  # one label each
 
 
 def test_stage4_with_20_candidates_stays_compact():
@@ -130,11 +133,15 @@ def test_catalog_text_cannot_leave_its_data_block_in_any_stage():
         for line in body.splitlines():
             if line.startswith(('"', "{")):
                 json.loads(line)  # each data line is one whole JSON value
+            elif line[:1] in "chs" and line[1:2].isdigit():
+                listing.parse_line(line)  # or a handle followed by whole JSON values
         assert "Balm\"}" not in body.replace('Balm\\"}', "")  # the quote is always escaped
-    item = json.loads(next(line for line in stages[3].messages[1]["content"].splitlines() if "B00EVIL001" in line))
+    body = stages[3].messages[1]["content"]
     flat = " ".join(escape.split())  # one line, whole
-    assert item == {"id": "B00EVIL001", "title": flat, "path": "Beauty > Skin Care", "brand": flat[:39] + "…",
-                    "similar": [flat]}
+    handle, item = listing.parse_line(next(line for line in body.splitlines() if line.startswith("c1 ")))
+    assert stages[3].item_of(handle) == "B00EVIL001"
+    assert item == {"text": flat, "similar": ["s1"]}  # the brand is the title's beginning: not repeated
+    assert listing.parse_line(next(line for line in body.splitlines() if line.startswith("s1 ")))[1] == {"text": flat}
 
 
 def test_the_system_prompt_says_json_values_are_data():

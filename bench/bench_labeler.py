@@ -2,9 +2,14 @@
 
     .venv/bin/python bench/bench_labeler.py                 # parts A+B on the `small` preset (~2 min)
     .venv/bin/python bench/bench_labeler.py --real-llm 3    # + part C: 3 users on the real SmolLM2 (slow)
+    .venv/bin/python bench/bench_labeler.py --no-cpu        # part A only (tokens and prefix cache)
 
 A. Prompt tokens per user per stage (SmolLM2's tokenizer over the ChatML-rendered prompt) and the share of
-   each user's prompt tokens that is a prefix already sent before (what a prefix-caching server reuses).
+   each user's prompt tokens that is a prefix already sent before; then a block-level prefix-cache
+   simulation as vLLM's automatic prefix caching does it: 16-token blocks, a block is reused only when it
+   and every block before it were seen (chained block hashes), the last prompt token is always computed,
+   requests in the order the pipeline sent them, every block kept (``--cache-blocks`` for an LRU of that
+   many blocks). It gives **uncached prefill tokens per user**: what a caching server actually computes.
 B. CPU time per user spent outside the LLM: the scripted server answers instantly in a separate process,
    so this process's CPU time is the pipeline's own (candidate space, prompts, parsing, SQL writes).
 C. Invalid-output and fallback rates on the real local model, with and without decode-time constraints.
@@ -18,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -76,7 +81,36 @@ def lcp(a: list[int], b: list[int]) -> int:
     return i
 
 
-def part_a(settings, dataset, users, tmp: Path) -> str:
+BLOCK = 16  # vLLM's default KV block size; automatic prefix caching reuses whole blocks only
+
+
+class PrefixCache:
+    """vLLM automatic prefix caching, reduced to what decides reuse: a full block is identified by the hash
+    of its tokens and of the block before it; a request reuses its longest run of leading cached blocks and
+    always computes at least its last token. ``capacity`` blocks, least recently used evicted (0: unbounded)."""
+
+    def __init__(self, block: int = BLOCK, capacity: int = 0):
+        self.block, self.capacity = block, capacity
+        self.blocks: OrderedDict[int, None] = OrderedDict()
+
+    def prefill(self, tokens: list[int]) -> int:
+        """Tokens this request computes (its uncached prefill); its full blocks are cached afterwards."""
+        hashes, parent = [], 0
+        for start in range(0, len(tokens) - len(tokens) % self.block, self.block):
+            parent = hash((parent, tuple(tokens[start:start + self.block])))
+            hashes.append(parent)
+        hit = 0
+        while hit < len(hashes) and hashes[hit] in self.blocks:
+            hit += 1
+        for h in hashes:
+            self.blocks[h] = None
+            self.blocks.move_to_end(h)
+        while self.capacity and len(self.blocks) > self.capacity:
+            self.blocks.popitem(last=False)
+        return len(tokens) - min(hit * self.block, len(tokens) - 1)
+
+
+def part_a(settings, dataset, users, tmp: Path, cache_blocks: int = 0) -> str:
     from llama_cpp import Llama
 
     from coldlabel_testing.fake_server import FakeLLMServer
@@ -90,14 +124,17 @@ def part_a(settings, dataset, users, tmp: Path) -> str:
     per_stage: dict[str, list[int]] = defaultdict(list)
     per_user_calls: dict[str, list[list[int]]] = defaultdict(list)
     seen_all: list[list[int]] = []
-    own_shared = any_shared = total = 0
+    own_shared = any_shared = total = uncached = 0
+    cache = PrefixCache(BLOCK, cache_blocks)
     for body in bodies:
         toks = vocab.tokenize(chatml(body["messages"]), add_bos=False, special=True)
-        user_key = body["messages"][1]["content"].split("\n\n", 1)[0]  # the history block names the user
+        # the history block names the user (stage 1 has no profile line yet)
+        user_key = body["messages"][1]["content"].split("\n\n", 1)[0].split("\nShopper profile:")[0]
         earlier = per_user_calls[user_key]
         own_shared += max((lcp(toks, e) for e in earlier), default=0)
         any_shared += max((lcp(toks, e) for e in seen_all), default=0)
         total += len(toks)
+        uncached += cache.prefill(toks)
         earlier.append(toks)
         seen_all.append(toks)
         per_stage[stage_of(body)].append(len(toks))
@@ -113,6 +150,11 @@ def part_a(settings, dataset, users, tmp: Path) -> str:
     lines.append(f"Shared prefix: **{100 * own_shared / total:.1f}%** of a user's prompt tokens repeat a prefix of "
                  f"that user's earlier calls; **{100 * any_shared / total:.1f}%** repeat a prefix of any earlier call "
                  f"(the static system block is shared across users). {n_users} users, {len(bodies)} calls.")
+    lines.append("")
+    cap = f"LRU of {cache_blocks} blocks" if cache_blocks else "unbounded"
+    lines.append(f"Prefix-cache simulation ({BLOCK}-token blocks, {cap}, requests in the order sent): "
+                 f"**{total / n_users:.0f} prompt tokens per user**, of which **{uncached / n_users:.0f} uncached "
+                 f"prefill tokens per user** ({100 * (1 - uncached / total):.1f}% served from cache).")
     return "\n".join(lines)
 
 
@@ -178,6 +220,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=30)
     ap.add_argument("--real-llm", type=int, default=0, help="users for part C on the real local model (slow)")
     ap.add_argument("--demo-caps", action="store_true", help="3 subcategories x 20 candidates instead of 8 x 80")
+    ap.add_argument("--no-cpu", action="store_true", help="skip part B (CPU time outside the LLM)")
+    ap.add_argument("--cache-blocks", type=int, default=0, help="prefix-cache capacity in blocks (0: unbounded)")
     args = ap.parse_args()
     caps = ["labeler.top_k_subcategories=3", "labeler.max_candidates_per_subcategory=20"] if args.demo_caps else []
     OVERRIDES[:] = [f"data.root={args.root}", "retrieval.tt_epochs=20", *caps,
@@ -191,8 +235,9 @@ def main() -> None:
     cap = f"{lab.top_k_subcategories} subcategories x {lab.max_candidates_per_subcategory} candidates"
     print(f"## Labeler ({args.preset} preset, {cap})\n")
     with tempfile.TemporaryDirectory() as tmp:
-        print(part_a(settings, args.preset, users, Path(tmp)) + "\n")
-        print(part_b(settings, args.preset, users, Path(tmp)) + "\n")
+        print(part_a(settings, args.preset, users, Path(tmp), args.cache_blocks) + "\n")
+        if not args.no_cpu:
+            print(part_b(settings, args.preset, users, Path(tmp)) + "\n")
         if args.real_llm:
             print(part_c(settings, args.preset, users[: args.real_llm], Path(tmp)) + "\n")
     print(f"Command: `.venv/bin/python bench/bench_labeler.py {' '.join(sys.argv[1:])}`")

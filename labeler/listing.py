@@ -10,11 +10,11 @@ said once and pointed at afterwards:
 * the category path every candidate shares is stated once; a candidate whose path goes deeper shows only
   the rest (``path "..."``);
 * a brand is shown only when the title does not already begin with it;
-* evidence is a list of handles (``similar: c3 h2 s1``), so the model also learns *how* a candidate relates
-  to this shopper's history.
+* evidence is a list of handles after ``like`` (``like c3 h2 s1``; one token, where ``similar:`` was two on
+  every line), so the model also learns *how* a candidate relates to this shopper's history.
 
 Catalog text stays data: every catalog value is one JSON string; handles and the words ``brand``, ``path``,
-``similar:`` are ours. :func:`parse_line` reads a line back (the information-preservation test uses it).
+``like`` are ours. :func:`parse_line` reads a line back (the information-preservation test uses it).
 The parser maps a handle back to its item through ``Prompt.item_of`` — the one mapping.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 SEP = " > "
+LIKE = "like"  # the word before a candidate's similar items
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Listing:
     handles: dict[str, str]                                    # cN -> candidate id
     similar_lines: list[str] = field(default_factory=list)     # sN lines, written once
     shared_path: str = ""
+    path_lines: list[str] = field(default_factory=list)        # pN lines (``path_handles``), written once
 
 
 def data(value: object) -> str:
@@ -55,9 +57,27 @@ def one_line(text: str, limit: int | None = 160) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-def history_lines(history: Sequence[str], limit: int = 160) -> list[str]:
-    """``h1 "<title | path>"``, oldest first."""
-    return [f"h{n} {data(one_line(text, limit))}" for n, text in enumerate(history, 1)]
+def history_root(history: Sequence[str]) -> str:
+    """The path levels every history item (``title | path``) starts with, keeping at least one level of
+    each path: every line still ends in `` | <rest>``, so the full path is the root plus the rest."""
+    paths = [text.rpartition(" | ")[2] if " | " in text else "" for text in history]
+    if not paths or not all(paths):
+        return ""
+    shortest = min(len(p.split(SEP)) for p in paths)
+    root = shared_path(paths).split(SEP)[: shortest - 1] if shared_path(paths) else []
+    return SEP.join(root)
+
+
+def history_lines(history: Sequence[str], root: str = "", limit: int = 160) -> list[str]:
+    """``h1 "<title | path>"``, oldest first; the path without ``root`` when one is given (stated once)."""
+    cut = root + SEP if root else ""
+    out = []
+    for n, text in enumerate(history, 1):
+        if cut:
+            title, _, path = text.rpartition(" | ")
+            text = f"{title} | {path[len(cut):]}"
+        out.append(f"h{n} {data(one_line(text, limit))}")
+    return out
 
 
 def history_handles(history_ids: Sequence[str]) -> dict[str, str]:
@@ -97,18 +117,20 @@ def brand_shown(title: str, brand: str) -> str:
 
 
 def candidate_listing(candidates: Sequence, history_ids: Sequence[str] = (), evidence_k: int = 0, *,
-                      share_path: bool = True, title_chars: int = 120) -> Listing:
-    """``cN "<title>" [brand "..."] [path "..."] [similar: cN hN sN]`` per candidate.
+                      path_handles: bool = False, title_chars: int = 120) -> Listing:
+    """``cN "<title>" [brand "..."] [path "..."|path pN] [like cN hN sN]`` per candidate.
 
     ``candidates`` are ``labeler.prompts.CandidateView``; their ``evidence`` entries are :class:`ItemRef` or
-    plain snippets (written out as ``sN``, the same text once).
+    plain snippets (written out as ``sN``, the same text once). ``path_handles``: each distinct rest of a
+    path is written once as ``pN`` (the rerank list mixes a few subcategories over many items).
     """
     handles = {f"c{n}": c.id for n, c in enumerate(candidates, 1)}
     by_id = {cid: h for h, cid in reversed(handles.items())}
     hist = history_handles(history_ids)
-    shared = shared_path([c.category_path for c in candidates]) if share_path and candidates else ""
+    shared = shared_path([c.category_path for c in candidates]) if candidates else ""
     similar: dict[str, str] = {}  # key (id or snippet) -> sN
     similar_lines: list[str] = []
+    paths: dict[str, str] = {}    # rest of a path -> pN
     lines = []
     for handle, c in zip(handles, candidates):
         parts = [handle, data(one_line(c.title, title_chars))]
@@ -116,7 +138,9 @@ def candidate_listing(candidates: Sequence, history_ids: Sequence[str] = (), evi
         if brand:
             parts += ["brand", data(brand)]
         rest = path_rest(c.category_path, shared)
-        if rest:
+        if rest and path_handles:
+            parts += ["path", paths.setdefault(rest, f"p{len(paths) + 1}")]
+        elif rest:
             parts += ["path", data(rest)]
         refs = []
         for ev in tuple(c.evidence)[:evidence_k]:
@@ -132,12 +156,13 @@ def candidate_listing(candidates: Sequence, history_ids: Sequence[str] = (), evi
                     similar_lines.append(f"{similar[key]} {data(one_line(ref.text, title_chars))}")
                 refs.append(similar[key])
         if refs:
-            parts += ["similar:", " ".join(refs)]
+            parts += [LIKE, " ".join(refs)]
         lines.append(" ".join(parts))
-    return Listing(lines, handles, similar_lines, shared)
+    path_lines = [f"{h} {data(rest)}" for rest, h in paths.items()]
+    return Listing(lines, handles, similar_lines, shared, path_lines)
 
 
-_HANDLE = re.compile(r"[chs]\d+")
+_HANDLE = re.compile(r"[chsp]\d+")
 
 
 def parse_line(line: str) -> tuple[str, dict[str, object]]:
@@ -149,10 +174,13 @@ def parse_line(line: str) -> tuple[str, dict[str, object]]:
     while pos < len(rest):
         rest = rest[pos:].lstrip()
         word, _, tail = rest.partition(" ")
-        if word == "similar:":
+        if word == LIKE:
             out["similar"] = [h for h in tail.split() if _HANDLE.fullmatch(h)]
             break
-        value, pos = decoder.raw_decode(tail)
-        out[word] = value
+        handle_ref = re.match(r"p\d+", tail)
+        if handle_ref:
+            out[word], pos = handle_ref.group(0), handle_ref.end()
+        else:
+            out[word], pos = decoder.raw_decode(tail)
         rest = tail
     return handle, out

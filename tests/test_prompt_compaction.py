@@ -56,11 +56,12 @@ def read_back(prompt: prompts.Prompt) -> dict:
     lines = body.splitlines()
     history = {h: v["text"] for h, v in map(listing.parse_line, (x for x in lines if re.match(r"h\d+ ", x)))}
     similar = {h: v["text"] for h, v in map(listing.parse_line, (x for x in lines if re.match(r"s\d+ ", x)))}
+    paths = {h: v["text"] for h, v in map(listing.parse_line, (x for x in lines if re.match(r"p\d+ ", x)))}
     shared = re.search(r'^All (?:candidates|items) are in (".*?")\.', body, re.M)
     shared_path = json.loads(shared.group(1)) if shared else ""
     out = {}
     for handle, v in map(listing.parse_line, (x for x in lines if re.match(r"c\d+ ", x))):
-        rest = v.get("path", "")
+        rest = paths.get(v.get("path", ""), v.get("path", ""))
         out[handle] = {
             "title": v["text"],
             "brand": v.get("brand"),   # None: the title begins with it (or there is none)
@@ -153,3 +154,17 @@ def test_name_stages_answer_with_the_names_themselves():
     cats = ["Beauty > Skin Care", "Beauty > Makeup"]
     p = prompts.categories_prompt(user, cats, 1)
     assert p.answer_values == p.allowed == cats and p.item_of("beauty > makeup") == "Beauty > Makeup"
+
+
+def test_the_history_is_recoverable_with_its_root_stated_once():
+    history = ("Rose balm | Beauty > Skin Care > Lips > Balm", "Serum | A | Beauty > Skin Care > Face",
+               "Toner | Beauty > Skin Care > Face > Toners")
+    p = prompts.categories_prompt(UserView("u", history, {}), ["Beauty > Skin Care"], 1)
+    body = p.messages[1]["content"]
+    assert body.count("Beauty > Skin Care > ") == 0 and 'paths under "Beauty > Skin Care"' in body
+    root = json.loads(re.search(r"paths under (\".*?\")", body).group(1))
+    shown = [listing.parse_line(x)[1]["text"] for x in body.splitlines() if re.match(r"h\d+ ", x)]
+    recovered = [f"{t.rpartition(' | ')[0]} | {root} > {t.rpartition(' | ')[2]}" for t in shown]
+    assert recovered == list(history)
+    plain = prompts.categories_prompt(UserView("u", ("No path here", *history), {}), ["X"], 1)
+    assert "paths under" not in plain.messages[1]["content"]  # an item without a path: nothing cut

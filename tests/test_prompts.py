@@ -44,7 +44,7 @@ def test_user_block_is_a_shared_prefix_and_the_task_comes_last():
     ps = all_stages(user())
     bodies = [p.messages[1]["content"] for p in ps]
     block = bodies[0].split("\n\nTask:")[0]
-    assert "Shopper profile:" in block and HISTORY[0] in block
+    assert "Shopper profile:" in block and 'h1 "Rose lip balm | Lips > Balm"' in block  # root stated once
     assert all(b.startswith(block + "\n\nTask:") for b in bodies)
     # stage 1 has no profile yet but shares the history part
     stage1 = prompts.profile_prompt(user(), CATS).messages[1]["content"]
@@ -85,7 +85,7 @@ def test_stage4_lines_and_at_most_three_evidence_snippets():
     assert lines["c1"] == {"text": "Product 0 moisturiser", "similar": ["s1", "s2", "s3"]}
     assert [lines[f"s{n}"]["text"] for n in (1, 2, 3)] == [f"Similar item 0.{e} | Beauty > Skin Care" for e in range(3)]
     assert "Similar item 0.3" not in body
-    assert sum(" similar: " in line for line in body.splitlines() if line.startswith("c")) == 2  # one label each
+    assert sum(" like " in line for line in body.splitlines() if line.startswith("c")) == 2  # one label each
 
 
 def test_stage4_with_20_candidates_stays_compact():

@@ -13,6 +13,10 @@ A. Prompt tokens per user per stage (SmolLM2's tokenizer over the ChatML-rendere
 B. CPU time per user spent outside the LLM: the scripted server answers instantly in a separate process,
    so this process's CPU time is the pipeline's own (candidate space, prompts, parsing, SQL writes).
 C. Invalid-output and fallback rates on the real local model, with and without decode-time constraints.
+D. ``--precision N``: N users labeled by the real SmolLM2 on the embedded default server, as it starts
+   (``labeler.local_server``): label precision against the synthetic planted truth (a labeled item is right
+   when its leaf is one of the user's planted taste leaves), the share of users labeled without any
+   fallback, and wall seconds per user (users per hour). Run it on two checkouts for a before/after.
 """
 from __future__ import annotations
 
@@ -210,6 +214,66 @@ def part_c(settings, dataset, users, tmp: Path) -> str:
     return "\n".join(rows)
 
 
+# llama.cpp built natively on a CPU that reports AMX crashes (general protection fault at ``ldtilecfg`` in
+# ggml_backend_amx_mul_mat) where the VM does not let a process use AMX tiles. Loading the model without the
+# extra (repacking/AMX) buffer types avoids that code path; nothing else changes.
+NO_AMX_SERVER = (
+    "import runpy, llama_cpp\n"
+    "_d = llama_cpp.llama_model_default_params\n"
+    "def _p():\n"
+    "    p = _d(); p.use_extra_bufts = False; return p\n"
+    "llama_cpp.llama_model_default_params = _p\n"
+    "runpy.run_module('llama_cpp.server', run_name='__main__')\n"
+)
+
+
+def start_llm(port: int, log: Path, no_amx: bool):
+    """The embedded default server of this checkout (its own flags, e.g. prompt v3's prompt cache), or the
+    same command through NO_AMX_SERVER where the native build crashes on AMX."""
+    from unittest import mock
+
+    from labeler import local_server
+
+    if not no_amx:
+        return local_server.start_local_server(port, "smollm2-135m-instruct", log)
+    real_popen = local_server.subprocess.Popen
+
+    def popen(cmd, *a, **kw):
+        assert cmd[1:3] == ["-m", "llama_cpp.server"], cmd
+        return real_popen([cmd[0], "-c", NO_AMX_SERVER, *cmd[3:]], *a, **kw)
+    with mock.patch.object(local_server.subprocess, "Popen", popen):
+        return local_server.start_local_server(port, "smollm2-135m-instruct", log)
+
+
+def part_d(settings, dataset, users, tmp: Path, root: Path, no_amx: bool = False) -> str:
+    import gzip
+    import json
+
+    truth = json.loads(gzip.decompress((root / dataset / "truth" / "truth.json.gz").read_bytes()))
+    with start_llm(8798, tmp / "llm-d.log", no_amx) as srv:
+        s = load_settings(None, [*OVERRIDES, "labeler.endpoint=local", f"endpoints.local.base_url={srv.base_url}",
+                                 "labeler.timeout_s=600", "labeler.request_deadline_s=1200"], environ={})
+        with Store(f"sqlite:///{tmp / 'd.db'}") as store:
+            t0 = time.perf_counter()
+            outs = label_users(s, dataset, users, store, "precision", "local")
+            wall = time.perf_counter() - t0
+    hits = total = clean_hits = clean_total = 0
+    for o in outs:
+        leaves = {tuple(p) for p in truth["users"][o.user_id]["leaves"]}
+        for e in o.edges:
+            ok = tuple(truth["items"][e.item_id]["leaf"]) in leaves
+            hits, total = hits + ok, total + 1
+            if not e.from_fallback:
+                clean_hits, clean_total = clean_hits + ok, clean_total + 1
+    no_fallback = sum(o.counters.fallbacks == 0 for o in outs)
+    n = len(outs)
+    return (f"Real SmolLM2, {n} users: label precision vs planted taste leaves **{hits / max(total, 1):.3f}** "
+            f"({hits}/{total} labeled items; {clean_hits / max(clean_total, 1):.3f} on labels not from a fallback), "
+            f"users without any fallback **{no_fallback}/{n}**, stage fallbacks "
+            f"{sum(o.counters.fallbacks for o in outs)}, **{wall / n:.1f} s per user** "
+            f"({3600 * n / wall:.0f} users per hour).")
+
+
 OVERRIDES: list[str] = []
 
 
@@ -221,6 +285,11 @@ def main() -> None:
     ap.add_argument("--real-llm", type=int, default=0, help="users for part C on the real local model (slow)")
     ap.add_argument("--demo-caps", action="store_true", help="3 subcategories x 20 candidates instead of 8 x 80")
     ap.add_argument("--no-cpu", action="store_true", help="skip part B (CPU time outside the LLM)")
+    ap.add_argument("--no-tokens", action="store_true", help="skip part A (prompt tokens, prefix cache)")
+    ap.add_argument("--precision", type=int, default=0,
+                    help="users for part D: precision vs planted truth on the real local model (slow)")
+    ap.add_argument("--no-amx", action="store_true",
+                    help="part D: load the model without AMX/repacking buffers (where llama.cpp crashes on AMX)")
     ap.add_argument("--cache-blocks", type=int, default=0, help="prefix-cache capacity in blocks (0: unbounded)")
     args = ap.parse_args()
     caps = ["labeler.top_k_subcategories=3", "labeler.max_candidates_per_subcategory=20"] if args.demo_caps else []
@@ -235,11 +304,15 @@ def main() -> None:
     cap = f"{lab.top_k_subcategories} subcategories x {lab.max_candidates_per_subcategory} candidates"
     print(f"## Labeler ({args.preset} preset, {cap})\n")
     with tempfile.TemporaryDirectory() as tmp:
-        print(part_a(settings, args.preset, users, Path(tmp), args.cache_blocks) + "\n")
+        if not args.no_tokens:
+            print(part_a(settings, args.preset, users, Path(tmp), args.cache_blocks) + "\n")
         if not args.no_cpu:
             print(part_b(settings, args.preset, users, Path(tmp)) + "\n")
         if args.real_llm:
             print(part_c(settings, args.preset, users[: args.real_llm], Path(tmp)) + "\n")
+        if args.precision:
+            print(part_d(settings, args.preset, users[: args.precision], Path(tmp), Path(args.root), args.no_amx)
+                  + "\n")
     print(f"Command: `.venv/bin/python bench/bench_labeler.py {' '.join(sys.argv[1:])}`")
 
 

@@ -97,10 +97,21 @@ def _log_tail(path: Path | None, lines: int = 15) -> str:
     return "\n  " + "\n  ".join(tail)
 
 
+PROMPT_CACHE_MB = 512  # RAM for llama.cpp states kept for prefix reuse (SmolLM2-135M: ~23 KB per token)
+
+
 def start_local_server(port: int = 8765, model_alias: str = DEFAULT_ALIAS, log_path: Path | None = None, *,
                        host: str = "127.0.0.1", n_ctx: int = 8192, ready_timeout_s: float = 120.0,
-                       n_threads: int | None = None) -> LocalServer:
-    """Start (or reuse) the llama.cpp server and wait until ``/v1/models`` answers."""
+                       n_threads: int | None = None, prompt_cache_mb: int = PROMPT_CACHE_MB) -> LocalServer:
+    """Start (or reuse) the llama.cpp server and wait until ``/v1/models`` answers.
+
+    Prefix reuse: llama-cpp-python always keeps the previous request's evaluated tokens, so a request that
+    shares a prefix with the one just before it skips that part of the prefill. With several users in
+    flight their requests interleave on the one-at-a-time server, and that reuse is lost; ``--cache`` (a
+    RAM cache of model states, ``prompt_cache_mb``; 0 turns it off) finds the saved state with the longest
+    common prefix instead — one user's history/profile/rules prefix (prompt v3 puts it first) survives
+    another user's call in between. It costs one state copy per answer (tens of MB, milliseconds).
+    """
     base_url = f"http://{host}:{port}/v1"
     served = _served_models(base_url)
     if served is not None:
@@ -114,6 +125,8 @@ def start_local_server(port: int = 8765, model_alias: str = DEFAULT_ALIAS, log_p
            "--n_ctx", str(n_ctx), "--chat_format", "chatml", "--model_alias", model_alias]
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
+    if prompt_cache_mb > 0:
+        cmd += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(prompt_cache_mb << 20)]
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sink: Any = open(log_path, "ab")

@@ -218,11 +218,12 @@ def part_c(settings, dataset, users, tmp: Path) -> str:
 # ggml_backend_amx_mul_mat) where the VM does not let a process use AMX tiles. Loading the model without the
 # extra (repacking/AMX) buffer types avoids that code path; nothing else changes.
 NO_AMX_SERVER = (
-    "import runpy, llama_cpp\n"
-    "_d = llama_cpp.llama_model_default_params\n"
+    "import runpy\n"
+    "import llama_cpp.llama_cpp as C\n"
+    "_d = C.llama_model_default_params\n"
     "def _p():\n"
     "    p = _d(); p.use_extra_bufts = False; return p\n"
-    "llama_cpp.llama_model_default_params = _p\n"
+    "C.llama_model_default_params = _p\n"
     "runpy.run_module('llama_cpp.server', run_name='__main__')\n"
 )
 

@@ -41,10 +41,6 @@ from labeler.parsing import Kind, ParseResult, Projector
 # (the request cache is content-addressed: a v2 answer stays valid for the v2 prompt it answered).
 PROMPT_VERSION = "3"
 
-__all__ = ["PROMPT_VERSION", "STATIC_SYSTEM", "CandidateView", "ItemRef", "Prompt", "UserView", "data",
-           "profile_prompt", "categories_prompt", "subcategories_prompt", "items_prompt", "rerank_prompt",
-           "retry_messages", "version_tag"]
-
 STATIC_SYSTEM = (
     "You label shopping data: read a shopper's history and judge what they will want next.\n"
     "Rules:\n"
@@ -106,7 +102,9 @@ class Prompt:
 
     def item_of(self, value: object) -> str | None:
         """THE mapping from an answer value (a handle, an id, a name, an unambiguous title) to the allowed
-        value it stands for; None for anything invented or ambiguous. The parser uses it for every value."""
+        value it stands for; None for anything invented or ambiguous. ``parse`` projects every value of a
+        list answer through this same projector, so anything that answers for the model (a builtin
+        answerer, a test) should name items through it too."""
         return self.projector.project(value)
 
     def parse(self, text: str, score_scale: float = 5.0) -> ParseResult:
@@ -256,8 +254,7 @@ def items_prompt(user: UserView, subcategory: str, candidates: Sequence[Candidat
               f'Answer format: {{"asins": ["<handle>", ...]}} with up to {k} handles']
     # minItems = k: a grammar-constrained small model otherwise stops after one or two ids (measured).
     handles = lst.handles
-    values = list(handles)
-    schema = _object({"asins": _string_array(values if constrained else None, k, min(k, len(values)))})
+    schema = _object({"asins": _string_array(list(handles) if constrained else None, k, min(k, len(allowed)))})
     return Prompt("items", _messages(user, "\n".join(parts)), schema, allowed, k, "asins", kind="id",
                   aliases=_unique_titles(candidates), handles=handles)
 
@@ -279,17 +276,16 @@ def rerank_prompt(user: UserView, preselected: Sequence[CandidateView], k: int, 
         f"score from 1 (weak) to {top} (strong). Prefer variety across categories and brands. Answer with "
         "their handles.",
         *([f"All items are in {data(lst.shared_path)}."] if lst.shared_path else []),
-        *(["Category paths below that:", *lst.path_lines] if lst.path_lines else []),
+        *([f"Item paths{' (below that)' if lst.shared_path else ''}:", *lst.path_lines] if lst.path_lines else []),
         "Items (handle, title, path):", *lst.lines,
         'Answer format: {"items": [{"asin": "<handle>", "score": <1-' + str(top) + '>}, ...]}',
     ])
     handles = lst.handles
-    values = list(handles)
     item_schema = _object({
-        "asin": {"type": "string", **({"enum": values} if constrained else {})},
+        "asin": {"type": "string", **({"enum": list(handles)} if constrained else {})},
         "score": {"type": "integer", **({"enum": list(range(1, top + 1))} if constrained else {})},
     })
-    schema = _object({"items": {"type": "array", "items": item_schema, "minItems": min(k, len(values)),
+    schema = _object({"items": {"type": "array", "items": item_schema, "minItems": min(k, len(allowed)),
                                 "maxItems": k}})
     return Prompt("rerank", _messages(user, task), schema, allowed, k, "items", kind="id",
                   aliases=_unique_titles(preselected), want_scores=True, handles=handles)

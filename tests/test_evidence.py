@@ -32,6 +32,7 @@ def setup(k=3, min_sim=0.35):
 def test_top_k_other_items_above_threshold():
     items, _, ev = setup()
     got = ev.for_item(0)
+    assert ev.neighbours(0) == (1, 2, 3)  # as item indices, so a prompt can point at one it already shows
     assert got == tuple(render(items[i]) for i in (1, 2, 3))
     assert all(not s.startswith("Item 0 ") for s in got)
 

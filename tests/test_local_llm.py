@@ -13,11 +13,12 @@ import pytest
 
 from coldlabel.config import EndpointSettings, LabelerSettings, TransportSettings
 from coldlabel_testing.fake_server import FakeLLMServer
-from labeler import prompts
+from labeler import local_server, prompts
 from labeler.client import LLMClient
 from labeler.local_server import LocalServerError, gguf_path, start_local_server
 from labeler.parsing import extract_json
 from labeler.prompts import CandidateView, UserView
+from tests.support.services import free_port
 
 llm = pytest.mark.llm
 
@@ -55,6 +56,21 @@ def test_a_running_compatible_server_is_reused_and_left_running():
         assert httpx.get(f"{fake.base_url}/models").json()["data"][0]["id"] == ALIAS  # still running
         with pytest.raises(LocalServerError, match=f"port {port} already serves"):
             start_local_server(port, "another-model")
+
+
+def test_the_embedded_server_starts_with_the_ram_prompt_cache(monkeypatch, tmp_path):
+    """Interleaved users keep their shared prefix only with llama-cpp-python's state cache (bench_prompt_cache)."""
+    started = []
+
+    def popen(cmd, *a, **kw):
+        started.append(cmd)
+        raise OSError("not started in this test")
+    monkeypatch.setattr(local_server.subprocess, "Popen", popen)
+    for mb, flags in ((512, ["--cache", "true", "--cache_type", "ram", "--cache_size", str(512 << 20)]), (0, [])):
+        with pytest.raises(LocalServerError, match="could not start"):
+            start_local_server(free_port(), ALIAS, prompt_cache_mb=mb)
+        tail = started[-1][started[-1].index("--model_alias") + 2:]
+        assert tail == flags
 
 
 def client_for(server) -> LLMClient:

@@ -63,9 +63,9 @@ def history_root(history: Sequence[str]) -> str:
     paths = [text.rpartition(" | ")[2] if " | " in text else "" for text in history]
     if not paths or not all(paths):
         return ""
+    shared = shared_path(paths)
     shortest = min(len(p.split(SEP)) for p in paths)
-    root = shared_path(paths).split(SEP)[: shortest - 1] if shared_path(paths) else []
-    return SEP.join(root)
+    return SEP.join(shared.split(SEP)[: shortest - 1]) if shared else ""
 
 
 def history_lines(history: Sequence[str], root: str = "", limit: int = 160) -> list[str]:

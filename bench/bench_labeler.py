@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_labeler.py                 # parts A+B on the `small` preset (~2 min)
     .venv/bin/python bench/bench_labeler.py --real-llm 3    # + part C: 3 users on the real SmolLM2 (slow)
     .venv/bin/python bench/bench_labeler.py --no-cpu        # part A only (tokens and prefix cache)
+    .venv/bin/python bench/bench_labeler.py --no-cpu --no-tokens --demo-caps --users 20 --precision 20 [--no-amx]
+                                                            # part D: precision vs planted truth (slow)
 
 A. Prompt tokens per user per stage (SmolLM2's tokenizer over the ChatML-rendered prompt) and the share of
    each user's prompt tokens that is a prefix already sent before; then a block-level prefix-cache

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import warnings
-from itertools import zip_longest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,6 +57,23 @@ def test_metrics(model, td: TrainingData, ev: EvalData, max_len: int) -> tuple[d
     return out, time.perf_counter() - started
 
 
+def evaluated(epoch: int, args: argparse.Namespace) -> bool:
+    """Test metrics after every ``--eval-every`` epochs and after the last one (a measurement, never a stop)."""
+    return epoch % args.eval_every == 0 or epoch == args.epochs
+
+
+def save(args: argparse.Namespace, result: dict) -> None:
+    """Written after every epoch, so an interrupted long run still leaves its finished epochs."""
+    result.update(threads=torch.get_num_threads(), cpus=os.cpu_count())
+    tmp = args.out / f"{args.side}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(args.out / f"{args.side}.json")
+
+
+def progress(metrics: dict | None, eval_s: float | None) -> str:
+    return "" if metrics is None else f"warm R@{K} {metrics['warm']['recall']:.4f} (eval {eval_s:.1f}s)"
+
+
 # ---- ours -----------------------------------------------------------------------------------------
 
 def run_ours(args: argparse.Namespace) -> dict:
@@ -79,6 +95,10 @@ def run_ours(args: argparse.Namespace) -> dict:
     cfg = data.train_config(settings, epochs=args.epochs, patience=0, seed=args.seed)
     probe = build_model(cfg, td.n_items)
     epochs: list[dict] = []
+    result = {"side": "ours", "load_s": load_s, "rss_after_load_mib": rss_load, "epochs": epochs,
+              "train_users": int((td.fit.lengths >= 2).sum()),
+              "train_targets": int(np.maximum(np.minimum(td.fit.lengths, cfg.max_len + 1) - 1, 0).sum()),
+              "eval_users": int(len(ev.users)), "config": cfg.to_dict(), "torch": torch.__version__}
     clock = {"start": time.perf_counter(), "fit_end": 0.0}
 
     with tempfile.TemporaryDirectory() as ckpt:
@@ -89,18 +109,18 @@ def run_ours(args: argparse.Namespace) -> dict:
                 clock["fit_end"] = time.perf_counter()
             elif event == "epoch":
                 fit_s = clock["fit_end"] - clock["start"]
-                probe.load_state_dict(torch.load(Path(ckpt) / "last.pt", weights_only=False)["model"])
-                metrics, eval_s = test_metrics(probe, td, ev, cfg.max_len)
+                metrics = eval_s = None
+                if evaluated(d["epoch"], args):
+                    probe.load_state_dict(torch.load(Path(ckpt) / "last.pt", weights_only=False)["model"])
+                    metrics, eval_s = test_metrics(probe, td, ev, cfg.max_len)
                 epochs.append({"epoch": d["epoch"], "train_s": fit_s, "valid_s": d["seconds"] - fit_s,
                                "loss": d["main"], "val_ndcg": d["val_ndcg"], "test": metrics, "test_eval_s": eval_s})
                 print(f"ours epoch {d['epoch']}: train {fit_s:.1f}s valid {d['seconds'] - fit_s:.1f}s "
-                      f"warm R@{K} {metrics['warm']['recall']:.4f} (eval {eval_s:.1f}s)", flush=True)
+                      + progress(metrics, eval_s), flush=True)
+                save(args, result | {"peak_rss_mib": peak_mib()})
                 clock["start"] = time.perf_counter()
         train(td, cfg, ckpt_dir=ckpt, hook=hook)
-    return {"side": "ours", "load_s": load_s, "rss_after_load_mib": rss_load, "peak_rss_mib": peak_mib(),
-            "epochs": epochs, "train_users": int((td.fit.lengths >= 2).sum()),
-            "train_targets": int(np.maximum(np.minimum(td.fit.lengths, cfg.max_len + 1) - 1, 0).sum()),
-            "eval_users": int(len(ev.users)), "config": cfg.to_dict(), "torch": torch.__version__}
+    return result | {"peak_rss_mib": peak_mib()}
 
 
 # ---- RecBole --------------------------------------------------------------------------------------
@@ -184,6 +204,10 @@ def run_recbole(args: argparse.Namespace) -> dict:
     rb_ids = np.array([token_id[a] for a in asins], dtype=np.int64)
     scorer = RecBoleScorer(model, rb_ids)
     epochs: list[dict] = []
+    result = {"side": "recbole", "load_s": load_s, "rss_after_load_mib": rss_load, "epochs": epochs,
+              "train_rows": len(train_data.dataset), "native_test_rows": len(test_data.dataset),
+              "config": recbole_config(args, ours["config"]) | {"checkpoint_dir": None},
+              "torch": torch.__version__}
     for epoch in range(args.epochs):
         t = time.perf_counter()
         loss = trainer._train_epoch(train_data, epoch, show_progress=False)
@@ -191,20 +215,19 @@ def run_recbole(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         val_score, _ = trainer._valid_epoch(valid_data, show_progress=False)
         valid_s = time.perf_counter() - t
-        metrics, eval_s = test_metrics(scorer, td, ev, config["MAX_ITEM_LIST_LENGTH"])
+        metrics = eval_s = None
+        if evaluated(epoch + 1, args):
+            metrics, eval_s = test_metrics(scorer, td, ev, config["MAX_ITEM_LIST_LENGTH"])
         epochs.append({"epoch": epoch + 1, "train_s": train_s, "valid_s": valid_s, "loss": float(loss),
                        "val_ndcg": float(val_score), "test": metrics, "test_eval_s": eval_s})
-        print(f"recbole epoch {epoch + 1}: train {train_s:.1f}s valid {valid_s:.1f}s warm R@{K} "
-              f"{metrics['warm']['recall']:.4f} (eval {eval_s:.1f}s)", flush=True)
+        print(f"recbole epoch {epoch + 1}: train {train_s:.1f}s valid {valid_s:.1f}s " + progress(metrics, eval_s),
+              flush=True)
+        save(args, result | {"peak_rss_mib": peak_mib()})
     t = time.perf_counter()
     native = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     native_s = time.perf_counter() - t
-    return {"side": "recbole", "load_s": load_s, "rss_after_load_mib": rss_load, "peak_rss_mib": peak_mib(),
-            "epochs": epochs, "train_rows": len(train_data.dataset), "native_test": {k: float(v) for k, v in
-                                                                                     native.items()},
-            "native_test_s": native_s, "native_test_rows": len(test_data.dataset),
-            "config": recbole_config(args, ours["config"]) | {"checkpoint_dir": None},
-            "torch": torch.__version__}
+    return result | {"peak_rss_mib": peak_mib(), "native_test": {k: float(v) for k, v in native.items()},
+                     "native_test_s": native_s}
 
 
 # ---- table ----------------------------------------------------------------------------------------
@@ -214,7 +237,7 @@ def reach(epochs: list[dict], target: float) -> tuple[int, float] | None:
     spent = 0.0
     for e in epochs:
         spent += e["train_s"]
-        if e["test"]["warm"]["recall"] >= target - 1e-12:
+        if e["test"] is not None and e["test"]["warm"]["recall"] >= target - 1e-12:
             return e["epoch"], spent
     return None
 
@@ -222,7 +245,8 @@ def reach(epochs: list[dict], target: float) -> tuple[int, float] | None:
 def table(out: Path) -> str:
     a = json.loads((out / "ours.json").read_text())
     b = json.loads((out / "recbole.json").read_text())
-    mean = lambda side, key: float(np.mean([e[key] for e in side["epochs"]]))  # noqa: E731
+    mean = lambda side, key: float(np.mean([e[key] for e in side["epochs"] if e[key] is not None]))  # noqa: E731
+    tested = lambda side: [e for e in side["epochs"] if e["test"] is not None]  # noqa: E731
     last_a, last_b = a["epochs"][-1], b["epochs"][-1]
     na, nb = len(a["epochs"]), len(b["epochs"])
     n = f"{na}" if na == nb else f"{na} / {nb}"
@@ -239,7 +263,7 @@ def table(out: Path) -> str:
         f"| evaluation of all {a['eval_users']:,} test users, full catalog, our evaluator, s | "
         f"{mean(a, 'test_eval_s'):.1f} | {mean(b, 'test_eval_s'):.1f} | |",
         f"| RecBole's own full-sort test evaluation ({b['native_test_rows']:,} rows), s | — | "
-        f"{b['native_test_s']:.1f} | |",
+        f"{b.get('native_test_s', float('nan')):.1f} | |",
         f"| peak RSS after loading, MiB | {a['rss_after_load_mib']:.0f} | {b['rss_after_load_mib']:.0f} | |",
         f"| peak RSS, whole run, MiB | {a['peak_rss_mib']:.0f} | {b['peak_rss_mib']:.0f} | "
         f"{b['peak_rss_mib'] / a['peak_rss_mib']:.2f} |",
@@ -249,11 +273,11 @@ def table(out: Path) -> str:
             va, vb = last_a["test"][split][metric], last_b["test"][split][metric]
             lines.append(f"| {split} {'Recall' if metric == 'recall' else 'NDCG'}@{K} after {n} epochs | "
                          f"{va:.4f} | {vb:.4f} | |")
-    best_a = max(a["epochs"], key=lambda e: e["test"]["warm"]["recall"])
-    best_b = max(b["epochs"], key=lambda e: e["test"]["warm"]["recall"])
+    best_a = max(tested(a), key=lambda e: e["test"]["warm"]["recall"])
+    best_b = max(tested(b), key=lambda e: e["test"]["warm"]["recall"])
     lines.append(f"| best warm Recall@{K} over the epochs (epoch) | {best_a['test']['warm']['recall']:.4f} "
                  f"({best_a['epoch']}) | {best_b['test']['warm']['recall']:.4f} ({best_b['epoch']}) | |")
-    nt = b["native_test"]
+    nt = b.get("native_test", {})
     lines.append(f"| RecBole's own test numbers (all rows, seen items not removed) | | "
                  f"R@{K} {nt.get(f'recall@{K}', float('nan')):.4f}, NDCG@{K} {nt.get(f'ndcg@{K}', float('nan')):.4f} | |")
     target = min(best_a["test"]["warm"]["recall"], best_b["test"]["warm"]["recall"])
@@ -263,15 +287,20 @@ def table(out: Path) -> str:
             f"of the two best values):\n\n| | epochs | training s to get there |\n|---|---:|---:|\n"
     text += f"| ours | {ra[0]} | {ra[1]:.1f} |\n| RecBole | {rb[0]} | {rb[1]:.1f} |\n\n"
     text += f"Speed ratio at equal quality (RecBole training time / ours): **{rb[1] / ra[1]:.2f}**.\n\n"
-    text += "| epoch | ours train s | ours warm R@10 | ours warm NDCG@10 | RecBole train s | RecBole warm R@10 " \
-            "| RecBole warm NDCG@10 |\n|---:|---:|---:|---:|---:|---:|---:|\n"
-    def cells(e: dict | None) -> str:
-        if e is None:
-            return "| | |"
-        return f"{e['train_s']:.1f} | {e['test']['warm']['recall']:.4f} | {e['test']['warm']['ndcg']:.4f} |"
+    text += f"Per tested epoch (training seconds are cumulative):\n\n| epoch | ours train s | ours warm R@{K} | " \
+            f"ours warm NDCG@{K} | RecBole train s | RecBole warm R@{K} | RecBole warm NDCG@{K} |\n" \
+            "|---:|---:|---:|---:|---:|---:|---:|\n"
 
-    for i, (ea, eb) in enumerate(zip_longest(a["epochs"], b["epochs"]), 1):
-        text += f"| {i} | {cells(ea)} {cells(eb)}\n"
+    def cells(side: dict, epoch: int) -> str:
+        if epoch > len(side["epochs"]) or side["epochs"][epoch - 1]["test"] is None:
+            return " | | |"
+        e, spent = side["epochs"][epoch - 1], sum(x["train_s"] for x in side["epochs"][:epoch])
+        return f" {spent:.1f} | {e['test']['warm']['recall']:.4f} | {e['test']['warm']['ndcg']:.4f} |"
+
+    for epoch in range(1, max(na, nb) + 1):
+        row = cells(a, epoch) + cells(b, epoch)
+        if row != " | | |" * 2:
+            text += f"| {epoch} |{row}\n"
     return text
 
 
@@ -282,6 +311,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="beauty")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-every", type=int, default=1, help="test metrics every N epochs (and after the last)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out = args.out.absolute()
@@ -289,10 +319,8 @@ def main() -> None:
         print(table(args.out))
         return
     torch.set_num_threads(1)
-    result = run_ours(args) if args.side == "ours" else run_recbole(args)
-    result["threads"] = torch.get_num_threads()
-    result["cpus"] = os.cpu_count()
-    (args.out / f"{args.side}.json").write_text(json.dumps(result, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    save(args, run_ours(args) if args.side == "ours" else run_recbole(args))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ class TrainProgress:
     def hook(self, event: str, info: dict) -> None:
         if event == "start":
             steps = max(info["steps"], 1)
-            self.bar.update(self.task, total=info["epochs"] * steps, completed=(info["resumed_from"] or 0) * steps,
-                            note=f"resumed after epoch {info['resumed_from']}" if info["resumed_from"] else "")
+            self.bar.update(self.task, total=info["epochs"] * steps, completed=(info["resumed_from"] or 0) * steps)
+            if info["resumed_from"]:
+                self.bar.console.print(f"{self.bar.tasks[self.task].description}: resumed after epoch "
+                                       f"{info['resumed_from']} (checkpoint)")
         elif event == "step":
             self.bar.advance(self.task)
         elif event == "epoch":

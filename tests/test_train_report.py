@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from coldlabel.cli import app
 from coldlabel.config import load_settings
+from coldlabel.store import Store
+from labeler.runs import export_run
 from tests.support.datasets import copy_dataset, store_label_run, train_config_file
 from trainer.jobs import Events, TrainJob, run_train
 
@@ -144,3 +146,18 @@ def test_report_without_results_is_one_line(trained):
     _, config, _, _ = trained
     res = invoke(config, "report", "-d", "nothing-here")
     assert res.exit_code == 1 and res.stderr.startswith("error: no stored results for nothing-here")
+
+
+def test_labels_from_exported_files_train_the_same_as_from_the_store(trained, tmp_path):
+    root, config, settings, _ = trained
+    with Store(settings.store_url()) as store:
+        export_run(store, "good", tmp_path / "good-export")
+    res = invoke(config, "train", "-d", "tiny", "--labels-tsv", str(tmp_path / "good-export"), "--settings", "E3",
+                 "--seeds", "0")
+    assert res.exit_code == 0, res.output
+    experiments = root / "tiny" / "experiments"
+    from_tsv = json.loads((experiments / "tsv-good-export" / "runs" / "E3" / "seed0.json").read_text())
+    from_store = json.loads((experiments / "good" / "runs" / "E3" / "seed0.json").read_text())
+    assert from_tsv["labels"]["source"].startswith("tsv:") and from_tsv["key"] == from_store["key"]
+    for view, evaluation in from_store["evaluations"].items():
+        assert from_tsv["evaluations"][view]["metrics"] == evaluation["metrics"]

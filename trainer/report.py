@@ -25,15 +25,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # plots go to files, never to a window
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from coldlabel.config import Settings  # noqa: E402
-from coldlabel.data.workspace import Workspace  # noqa: E402
-from coldlabel.errors import RunNotFound, TrainerError  # noqa: E402
-from coldlabel.store import Store  # noqa: E402
-from labeler.report import RunLabelStats, html_page, planted_truth, run_label_stats  # noqa: E402
-from trainer.jobs import NO_LABELS, results_dir  # noqa: E402
-from trainer.results import HEADERS, METRICS, ORDER, Row, mean_std, read_results, rows_of, value  # noqa: E402
+from coldlabel.config import Settings
+from coldlabel.data.workspace import Workspace
+from coldlabel.errors import RunNotFound, TrainerError
+from coldlabel.store import Store
+from labeler.report import RunLabelStats, html_page, planted_truth, run_label_stats
+from trainer.jobs import NO_LABELS, results_dir
+from trainer.results import HEADERS, METRICS, ORDER, Row, mean_std, read_results, rows_of, value
 
 SPLITS = ("cold", "warm")
 

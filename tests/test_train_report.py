@@ -4,7 +4,11 @@ a run, and the report is rebuilt from the stored results with the same numbers."
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +17,7 @@ from coldlabel.cli import app
 from coldlabel.config import load_settings
 from coldlabel.store import Store
 from labeler.runs import export_run
+from tests.support.cli import COLDLABEL
 from tests.support.datasets import copy_dataset, store_label_run, train_config_file
 from trainer.jobs import Events, TrainJob, run_train
 
@@ -161,3 +166,24 @@ def test_labels_from_exported_files_train_the_same_as_from_the_store(trained, tm
     assert from_tsv["labels"]["source"].startswith("tsv:") and from_tsv["key"] == from_store["key"]
     for view, evaluation in from_store["evaluations"].items():
         assert from_tsv["evaluations"][view]["metrics"] == evaluation["metrics"]
+
+
+@pytest.mark.slow  # two `coldlabel train` processes, one killed with SIGKILL mid-training
+def test_a_killed_train_process_resumes_from_its_last_epoch(tiny_root, tmp_path):
+    root = copy_dataset(tiny_root, tmp_path)
+    config = train_config_file(root, root / "train.toml")
+    args = [*COLDLABEL, "--config", str(config), "--set", "trainer.batch_size=8", "train", "-d", "tiny",
+            "--settings", "E0", "--seeds", "0", "--epochs", "40"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = root / "tiny" / "experiments" / "no-labels" / "checkpoints" / "E0"
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("*/last.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(checkpoints.glob("*/last.pt")), "no checkpoint before the kill"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"E0 seed 0: resumed after epoch \d+", again.stdout)
+    run = json.loads((checkpoints.parent.parent / "runs" / "E0" / "seed0.json").read_text())
+    assert [h["epoch"] for h in run["train"]["history"]] == list(range(1, 41))

@@ -69,6 +69,8 @@ def test_a_setting_that_needs_labels_without_a_run_is_one_line(trained):
         "error: E2 train on labels: name a labeling run with --run RUN_ID (or exported files with --labels-tsv DIR)"]
     unknown = invoke(config, "train", "-d", "tiny", "--settings", "E9", "--seeds", "0")
     assert unknown.exit_code == 1 and "unknown setting(s) E9" in unknown.stderr
+    no_run = invoke(config, "train", "-d", "tiny", "--run", "nope", "--settings", "E3", "--seeds", "0")
+    assert no_run.exit_code == 1 and no_run.stderr.startswith("error: no run 'nope'")
 
 
 def test_an_interrupted_training_resumes_to_the_uninterrupted_result(trained, tiny_root, tmp_path):
@@ -131,6 +133,8 @@ def test_report_is_rebuilt_from_stored_results_with_the_same_numbers(trained):
                 ["evaluations"]["candidates/hybrid"]["metrics"]["cold"]["recall@20"] for s in (0, 1)]
     assert [float(x) for x in seed_row.split(" | ")[2:4]] == pytest.approx(per_seed, abs=5e-5)
     assert "## Labels per run" in md and "| `good` | planted |" in md
+    e0_full = json.loads((experiments / "no-labels" / "results.json").read_text())["summary"]["E0"]["full/sas"]
+    assert f"| E0 | `full/sas` | {e0_full['cold']['recall@20']['mean']:.4f} ± " in md
 
 
 def test_report_of_several_runs_plots_cold_gain_against_label_precision(trained):

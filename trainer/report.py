@@ -93,6 +93,34 @@ def _spread(rows: list[Row]) -> list[str]:
     return lines
 
 
+SWITCHES = ("seed", "model", "use_sim", "use_pair")  # set per (setting, seed), not by the user
+
+
+def _setup(rows: list[Row]) -> list[str]:
+    """Where each row comes from and how it was trained; settings that differ from the first row's are named,
+    so rows trained at different times with different knobs are not compared unawares."""
+    ref = rows[0].config
+    lines = ["| setting | results | view | seeds | epochs | best epoch per seed | other settings than the first row |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        diff = [f"{k}={v}" for k, v in sorted(row.config.items())
+                if k not in SWITCHES and k != "epochs" and ref.get(k) != v]
+        best = ", ".join(str(row.best_epochs[s]) for s in sorted(row.best_epochs)) or "—"
+        lines.append(f"| {row.label} | `{row.source}` | `{row.view}` | {','.join(map(str, row.seeds))} | "
+                     f"{row.config.get('epochs', '—') if row.setting != 'TwoTower' else '—'} | {best} | "
+                     f"{', '.join(diff) or '—'} |")
+    return lines
+
+
+def _other_views(rows: list[Row]) -> list[str]:
+    """Recall@20 of each setting in its other views, e.g. the ID-only models over the whole catalog."""
+    lines = ["| setting | view | cold Recall@20 | warm Recall@20 |", "|---|---|---|---|"]
+    lines += [f"| {row.label} | `{view}` | {mean_std(cells.get('cold', {}).get('recall@20'))} | "
+              f"{mean_std(cells.get('warm', {}).get('recall@20'))} |"
+              for row in rows for view, cells in row.other_views.items()]
+    return lines if len(lines) > 2 else []
+
+
 def _recall_figure(rows: list[Row], path: Path, title: str) -> None:
     """Recall@20, cold and warm side by side, std over seeds as error bars (thesis Figures 5.1–5.3)."""
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.1 * len(rows) + 2), 3.6))
@@ -192,13 +220,17 @@ def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), 
              f"Runs: {', '.join(f'`{r}`' for r in run_ids) or 'none (settings without labels only)'}. "
              "Rebuilt from the stored results (`experiments/*/results.json`); nothing was trained for it.", ""]
     lines += [f"> {n}" for n in notes] + ([""] if notes else [])
-    lines += ["Views: " + "; ".join(sorted({f"{r.setting} `{r.view}`" for r in rows})) + ". "
-              "A cold item appears in the test split only. Cells: mean ± sample std over seeds.", ""]
+    lines += ["A cold item appears in the test split only. Cells: mean ± sample std over seeds. E0–E3 re-rank the "
+              "Two-Tower candidates in the configured mode; the ID-only models rank them by their own score.", "",
+              "## Setup", "", *_setup(rows), ""]
     for split, number in (("cold", "5.2"), ("warm", "5.3")):
         lines += [f"## {split.capitalize()}-start results (as thesis Table {number})", "", *_table(rows, split), ""]
     lines += ["## Recall@20, cold and warm (as thesis Figures 5.1–5.3)", "",
               f"![Recall@20 cold and warm]({fig_rel}/recall20.png)", "",
               "## Per-seed spread of Recall@20", "", *_spread(rows), ""]
+    if other := _other_views(rows):
+        lines += ["## Other views", "", "`candidates/sas`: the model's own score over the same Two-Tower candidates; "
+                  "`full/sas`: over every unseen item of the catalog (cold items included).", "", *other, ""]
     if stats:
         lines += ["## Labels per run", "",
                   "| run | endpoint | model | status | users done | edges | triplets | edges on cold items "

@@ -29,6 +29,9 @@ class Row:
     seeds: list[int]
     cells: dict                # split -> metric -> {"mean", "std", "n"}
     per_seed: dict[int, dict] = field(default_factory=dict)  # seed -> split -> metric -> value
+    other_views: dict[str, dict] = field(default_factory=dict)  # view -> split -> metric -> cell
+    config: dict = field(default_factory=dict)                   # the trainer config this setting ran with
+    best_epochs: dict[int, int] = field(default_factory=dict)    # seed -> best validation epoch (trained only)
 
     def cell(self, split: str, metric: str) -> dict | None:
         return self.cells.get(split, {}).get(metric)
@@ -53,16 +56,19 @@ def rows_of(results: dict, out_dir: Path, source: str, label_suffix: str = "") -
         view = primary_view(name, _setting_config(results, name).get("rerank_mode", "hybrid"))
         info = results.get("by_setting", {}).get(name, {})
         runs = info.get("runs") or [r for r in results.get("runs", []) if r.startswith(f"runs/{name}/")]
-        per_seed = {}
+        per_seed, best = {}, {}
         for rel in runs:
             path = Path(out_dir) / rel
             if path.exists():
                 run = json.loads(path.read_text())
                 per_seed[int(run["seed"])] = run["evaluations"].get(view, {}).get("metrics", {})
+                if run.get("train"):
+                    best[int(run["seed"])] = int(run["train"]["best_epoch"])
         seeds = info.get("seeds") or sorted(per_seed)
         label = f"{name} · {label_suffix}" if label_suffix and SETTINGS[name].uses_labels else name
-        rows.append(Row(label, name, source, view, [int(s) for s in seeds],
-                        results["summary"][name].get(view, {}), per_seed))
+        views = results["summary"][name]
+        rows.append(Row(label, name, source, view, [int(s) for s in seeds], views.get(view, {}), per_seed,
+                        {v: cells for v, cells in views.items() if v != view}, _setting_config(results, name), best))
     return rows
 
 

@@ -12,7 +12,7 @@ from trainer.report import build_report
 app = typer.Typer(add_completion=False)
 
 
-@app.command(help="Markdown + HTML report of stored training results (cold/warm tables, Recall@20 figures, labels).")
+@app.command()
 def report_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
@@ -20,7 +20,10 @@ def report_command(
                                                       "comma-separated."),
     name: Optional[str] = typer.Option(None, "--name", help="Report file name (default experiments[-<run>...])."),
 ) -> None:
-    """Writes <data.root>/<dataset>/reports/<name>.md and .html (self-contained) from results.json files."""
+    """Markdown + HTML report of stored training results: cold/warm tables, Recall@20 figures, labels per run.
+
+    Writes <data.root>/<dataset>/reports/<name>.md and .html (self-contained) from the results.json files
+    of `coldlabel train`; nothing is trained."""
     settings = settings_from(ctx)
     run_ids = [r.strip() for r in runs.split(",") if r.strip()]
     path = build_report(settings, dataset, run_ids, name)

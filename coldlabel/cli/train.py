@@ -81,7 +81,7 @@ def summary_table(groups: list[GroupResult]) -> Table:
     return table
 
 
-@app.command(help="Train and evaluate settings × seeds; finished pairs are reused, killed ones resume.")
+@app.command()
 def train_command(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
@@ -93,7 +93,9 @@ def train_command(
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default trainer.epochs)."),
 ) -> None:
-    """Results go to <data.root>/<dataset>/experiments/<run>/ (E1–E3) and .../experiments/no-labels/ (the
+    """Train and evaluate settings × seeds; finished pairs are reused, a killed training resumes.
+
+    Results go to <data.root>/<dataset>/experiments/<run>/ (E1–E3) and .../experiments/no-labels/ (the
     settings that read no labels); results.json there holds mean ± std over seeds."""
     settings = settings_from(ctx)
     names = tuple(s.strip() for s in settings_.split(",") if s.strip())

@@ -9,7 +9,6 @@ the planted tastes — beside what the Two-Tower alone would have picked for the
 """
 from __future__ import annotations
 
-import base64
 import gzip
 import html
 import json
@@ -288,16 +287,6 @@ def run_label_stats(store: Store, run_id: str, settings) -> RunLabelStats:
         _evaluate(ws, _two_tower_picks(ws, settings, {u: len(v) for u, v in per_user.items()}), truth))
 
 
-def html_page(md: str, title: str, images: Path | None = None) -> str:
-    """:func:`write_report`'s HTML rendering; with ``images``, every picture found there is embedded as a
-    data URI so the page is one self-contained file."""
-    page = _html(md, title)
-    if images is None:
-        return page
-
-    def embed(match: re.Match) -> str:
-        path = images / html.unescape(match.group(1))
-        if not path.is_file():
-            return match.group(0)
-        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
-    return re.sub(r'src="([^"]+\.png)"', embed, page)
+def html_page(md: str, title: str) -> str:
+    """The HTML rendering :func:`write_report` uses (headings, tables, lists, images), for other reports."""
+    return _html(md, title)

@@ -17,6 +17,7 @@ What it shows, in the thesis' form:
 """
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,6 +200,16 @@ def _pct(hits: int | None, picks: int) -> str:
     return "—" if hits is None or not picks else f"{100 * hits / picks:.1f}%"
 
 
+def _embedded(md: str, base: Path) -> str:
+    """The Markdown with every linked PNG under ``base`` inlined as a data URI: one self-contained HTML file."""
+    def inline(match: re.Match) -> str:
+        path = base / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+    return re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", inline, md)
+
+
 def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), name: str | None = None) -> Path:
     """Write ``<data.root>/<dataset>/reports/<name>.md`` and ``.html`` (figures in ``<name>-figures/``,
     embedded in the HTML); returns the Markdown path."""
@@ -263,5 +274,5 @@ def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), 
     md = "\n".join(lines) + "\n"
     path = reports / f"{name}.md"
     path.write_text(md)
-    (reports / f"{name}.html").write_text(html_page(md, f"{dataset}: experiments", images=reports))
+    (reports / f"{name}.html").write_text(html_page(_embedded(md, reports), f"{dataset}: experiments"))
     return path

@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("db", "The SQL store: create/upgrade the schema (Alembic)."),
     "train": ("train", "Train and evaluate E0-E3 and the baselines over seeds (resumable)."),
     "report": ("report", "Markdown + HTML report of stored training results and their labels."),
-    "demo": ("demo", "Run the main job end to end on the embedded default."),
+    "run": ("run", "The whole job: data → retrieval → labels (LLM and no-LLM) → train E0/E3 → report."),
+    "demo": ("demo", "`run` on a synthetic preset, with caps the local SmolLM2 answers in minutes."),
 }
 
 

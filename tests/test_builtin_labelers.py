@@ -11,17 +11,20 @@ import random
 import pytest
 import sqlalchemy as sa
 
+from coldlabel.config import load_settings
 from coldlabel.data.workspace import Workspace
 from coldlabel.errors import ColdlabelError
 from coldlabel.store import Store
 from coldlabel.store.schema import llm_calls
 from labeler import builtin, pipeline
+from labeler.endpoint_check import check_endpoint
 from labeler.report import write_report
 from labeler.runs import start_run
 from tests.support.datasets import copy_dataset, settings_for
 from tests.test_pipeline import assert_inside_allowed, label
 from trainer.data import labels_from_store, load_training_data
 from workers.inline import run_inline
+from workers.readiness import endpoint_problem
 
 # Wider than the test defaults: 4 subcategories x 3 items preselected for 4 final ranks, so the oracle's
 # item-level precision has both kinds of item to choose from (the thesis defaults are wider still).
@@ -131,3 +134,13 @@ def test_a_builtin_run_lands_in_the_store_for_the_trainer(tiny_root, tmp_path):
     assert labels.n_edges == len(edges) and labels.n_triplets == len(triplets)
     assert "Builtin labeler `oracle`" in md and "p = 0.9" in md and "builtin answers" in md
     assert f"| `oracle` edges (builtin) | {len(edges)} |" in md and "LLM edges" not in md
+
+
+def test_builtin_endpoints_need_no_server():
+    settings = load_settings(None, ["labeler.endpoint=two_tower", "endpoints.bad.base_url=builtin://x",
+                                    "endpoints.bad.model=gpt", "endpoints.bad.dialect=builtin"], environ={})
+    assert endpoint_problem(settings) is None  # a worker on a builtin labeler starts without any LLM server
+    assert check_endpoint(settings, "oracle")[0]
+    assert not check_endpoint(settings, "bad")[0]
+    with pytest.raises(ColdlabelError, match="random, two_tower, oracle"):
+        builtin.answerer(settings, "bad", "tiny")

@@ -7,6 +7,7 @@ and a builtin run lands in the store by run id like an LLM run, readable by the 
 from __future__ import annotations
 
 import random
+import subprocess
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +21,8 @@ from labeler import builtin, pipeline
 from labeler.endpoint_check import check_endpoint
 from labeler.report import write_report
 from labeler.runs import start_run
-from tests.support.datasets import copy_dataset, settings_for
+from tests.support.cli import COLDLABEL
+from tests.support.datasets import TEST_OVERRIDES, copy_dataset, settings_for
 from tests.test_pipeline import assert_inside_allowed, label
 from trainer.data import labels_from_store, load_training_data
 from workers.inline import run_inline
@@ -144,3 +146,20 @@ def test_builtin_endpoints_need_no_server():
     assert not check_endpoint(settings, "bad")[0]
     with pytest.raises(ColdlabelError, match="random, two_tower, oracle"):
         builtin.answerer(settings, "bad", "tiny")
+
+
+@pytest.mark.slow  # `coldlabel` subprocesses (each imports torch)
+def test_the_oracle_from_the_command_line(tiny_root, tmp_path):
+    root = copy_dataset(tiny_root, tmp_path / "data")
+    base = [*COLDLABEL, *[a for o in TEST_OVERRIDES for a in ("--set", o)], "--set", f"data.root={root}",
+            "--set", f"store.url=sqlite:///{tmp_path / 'cli.db'}"]
+    start = [*base, "label", "start", "-d", "tiny", "--endpoint", "oracle", "--set", "labeler.oracle_precision=0.9",
+             "--users", "3", "--inline"]
+    done = subprocess.run(start, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Store(f"sqlite:///{tmp_path / 'cli.db'}") as store:
+        (run,) = store.list_runs()
+        assert run.config["labeler"]["oracle_precision"] == 0.9 and store.run_progress(run.id).done == 3
+    Workspace.of(root, "tiny").truth_file.unlink()
+    refused = subprocess.run(start, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "planted truth" in refused.stderr and "Traceback" not in refused.stderr

@@ -153,6 +153,9 @@ class TrainerSettings(_Section):
     hybrid_alpha: float = Field(0.5, ge=0, le=1)
     ks: list[int] = [5, 10, 20]
     seed: int = 0
+    patience: int = Field(3, ge=0)
+    val_k: int = Field(10, ge=1)
+    mask_prob: float = Field(0.2, gt=0, lt=1)
 
 
 class Settings(_Section):

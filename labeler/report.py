@@ -265,3 +265,55 @@ def _inline(text: str) -> str:
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+# ---- a run's label figures for other reports (the experiment report of trainer/report.py) ------------
+
+@dataclass
+class RunLabelStats:
+    """A run's labels in numbers, with their agreement with held-out data beside the Two-Tower's own picks."""
+    run_id: str
+    endpoint: str
+    model: str
+    status: str
+    users_done: int
+    users_with_edges: int
+    edges: int
+    triplets: int
+    edges_on_cold: int
+    edges_from_fallback: int
+    labels: LabelEval          # the run's pseudo edges
+    two_tower: LabelEval       # the Two-Tower's top-n for the same users, n = that user's number of edges
+
+    @property
+    def taste_precision(self) -> float | None:
+        """Share of the run's edges inside the user's planted taste leaves (synthetic data only)."""
+        e = self.labels
+        return None if e.taste_hits is None or not e.picks else e.taste_hits / e.picks
+
+
+def planted_truth(ws: Workspace) -> dict | None:
+    """The synthetic dataset's planted tastes (``truth/truth.json.gz``); None for real data."""
+    return _truth(ws)
+
+
+def run_label_stats(store: Store, run_id: str, settings) -> RunLabelStats:
+    """The numbers :func:`write_report` shows for a run's labels, without writing anything."""
+    run = store.get_run(run_id)
+    ws = Workspace.of(settings.data.root, run.dataset)
+    edges = list(store.export_edges(run_id))
+    per_user: dict[int, list[int]] = defaultdict(list)
+    for e in edges:
+        per_user[e.user_idx].append(e.item_idx)
+    truth = planted_truth(ws)
+    cold = ws.cold_items
+    return RunLabelStats(
+        run.id, run.endpoint, run.model, run.status, store.run_progress(run_id).done, len(per_user), len(edges),
+        sum(1 for _ in store.export_triplets(run_id)), sum(e.item_idx in cold for e in edges),
+        sum(e.from_fallback for e in edges), _evaluate(ws, per_user, truth),
+        _evaluate(ws, _two_tower_picks(ws, settings, {u: len(v) for u, v in per_user.items()}), truth))
+
+
+def html_page(md: str, title: str) -> str:
+    """The HTML rendering :func:`write_report` uses (headings, tables, lists, images), for other reports."""
+    return _html(md, title)

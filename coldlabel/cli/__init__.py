@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "Start a Celery worker that labels users from the queue."),
     "llm": ("llm", "Start or check LLM endpoints."),
     "db": ("db", "The SQL store: create/upgrade the schema (Alembic)."),
+    "train": ("train", "Train and evaluate E0-E3 and the baselines over seeds (resumable)."),
+    "report": ("report", "Markdown + HTML report of stored training results and their labels."),
     "demo": ("demo", "Run the main job end to end on the embedded default."),
 }
 

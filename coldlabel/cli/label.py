@@ -97,9 +97,11 @@ def start_command(
     endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name (default labeler.endpoint)."),
     inline: bool = typer.Option(False, "--inline", help="Label here, without a broker (automatic if none is set)."),
     name: str = typer.Option("", "--name", help="A name to recognise the run by."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting for this run: section.key=value "
+                                                     "(repeatable; also accepted before `label`)."),
 ) -> None:
     """Create a run and enqueue one task per user (or label them here with --inline)."""
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, set_)
     limit = users_option(users)
     store = open_store(settings)
     run = start_run(store, settings, dataset, users=limit, endpoint=endpoint, name=name)

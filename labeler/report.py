@@ -147,7 +147,7 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
     _plots(out, stages, [e.weight for e in edges if not e.from_fallback],
            [e.weight for e in edges if e.from_fallback], new_share)
 
-    truth = builtin.planted(ws) if ws.has_truth else None
+    truth = planted_truth(ws)
     llm_eval = _evaluate(ws, per_user, truth)
     tt_eval = _evaluate(ws, _two_tower_picks(ws, settings, {u: len(v) for u, v in per_user.items()}), truth)
     t = progress.totals
@@ -292,9 +292,10 @@ class RunLabelStats:
         return None if e.taste_hits is None or not e.picks else e.taste_hits / e.picks
 
 
-def planted_truth(ws: Workspace) -> dict | None:
-    """The synthetic dataset's planted tastes (``truth/truth.json.gz``); None for real data."""
-    return _truth(ws)
+def planted_truth(ws: Workspace) -> Planted | None:
+    """The synthetic dataset's planted tastes (``truth/truth.json.gz``, read once per process); None for real
+    data. The one "on taste" test (``Planted.on_taste``) of the run report, this and the oracle labeler."""
+    return builtin.planted(ws) if ws.has_truth else None
 
 
 def run_label_stats(store: Store, run_id: str, settings) -> RunLabelStats:

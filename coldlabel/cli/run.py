@@ -53,9 +53,9 @@ class Labeler:
     overrides: tuple[str, ...] = ()
 
 
-def parse_labelers(text: str, settings: Settings, has_truth: bool) -> list[Labeler]:
+def parse_labelers(text: str, settings: Settings) -> list[Labeler]:
     """``llm`` is ``labeler.endpoint``; ``oracle@P`` is the oracle at precision P; any configured endpoint
-    name is accepted as well (e.g. a hosted model beside the local one). The oracle needs planted truth."""
+    name is accepted as well (e.g. a hosted model beside the local one). Checked before any work starts."""
     out: list[Labeler] = []
     for raw in (x.strip() for x in text.split(",")):
         if not raw:
@@ -64,22 +64,33 @@ def parse_labelers(text: str, settings: Settings, has_truth: bool) -> list[Label
         endpoint = settings.labeler.endpoint if name == "llm" else name
         settings.endpoint(endpoint)  # ConfigError naming the configured endpoints
         overrides: tuple[str, ...] = ()
-        if name == "oracle":
-            if not has_truth:
-                console.print("[yellow]oracle left out:[/] it needs the planted truth of a synthetic dataset")
-                continue
-            if arg:
-                try:
-                    p = float(arg)
-                except ValueError:
-                    raise ConfigError(f"--labelers: oracle@P needs a number P in [0, 1], got {raw!r}") from None
-                overrides = (f"labeler.oracle_precision={p}",)
+        if name == "oracle" and arg:
+            try:
+                p = float(arg)
+            except ValueError:
+                p = -1.0
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"--labelers: oracle@P needs a number P in [0, 1], got {raw!r}")
+            overrides = (f"labeler.oracle_precision={p}",)
         elif arg:
             raise ConfigError(f"--labelers: only the oracle takes @P, got {raw!r}")
         out.append(Labeler(raw, endpoint, overrides))
     if not out:
         raise ConfigError("--labelers: nothing to label with")
     return out
+
+
+def usable(labelers: list[Labeler], ws: Workspace) -> list[Labeler]:
+    """The oracle needs the planted truth of a synthetic dataset: left out (and said so) on real data."""
+    if ws.has_truth:
+        return labelers
+    for lb in labelers:
+        if lb.endpoint == "oracle":
+            console.print(f"[yellow]{lb.name} left out:[/] the oracle needs the planted truth of a synthetic dataset")
+    kept = [lb for lb in labelers if lb.endpoint != "oracle"]
+    if not kept:
+        raise ConfigError("--labelers: only the oracle was asked for, and this dataset has no planted truth")
+    return kept
 
 
 def run_id_for(settings: Settings, dataset: str, labeler: Labeler, users: int | None) -> str:
@@ -184,6 +195,7 @@ def run_job(ctx: typer.Context, opts: RunOptions, extra: list[str] | None = None
 
     settings = settings_with()
     ws = Workspace.of(settings.data.root, opts.dataset)
+    asked = parse_labelers(opts.labelers, settings)
 
     console.rule(f"[bold]1/5 data: {opts.dataset}")
     step_data(ws, settings, opts.preset, opts.raw, opts.seed)
@@ -191,7 +203,7 @@ def run_job(ctx: typer.Context, opts: RunOptions, extra: list[str] | None = None
     console.rule("[bold]2/5 retrieval: MiniLM → Two-Tower → FAISS → leaves")
     build_with_progress(ws, settings)
 
-    chosen = parse_labelers(opts.labelers, settings, ws.has_truth)
+    chosen = usable(asked, ws)
     console.rule(f"[bold]3/5 label {opts.users or 'all'} users with {', '.join(lb.name for lb in chosen)}")
     store = open_store(settings)
     runs: dict[str, str] = {}

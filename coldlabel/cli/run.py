@@ -34,7 +34,8 @@ from coldlabel.data.prepare import adopt_raw, prepare
 from coldlabel.data.workspace import Workspace
 from coldlabel.errors import ConfigError, RunDegraded
 from coldlabel.store import Store
-from labeler.runs import dataset_fingerprint, prepare_resume, prompt_version, start_run
+from labeler.report import write_report
+from labeler.runs import dataset_fingerprint, export_run, prepare_resume, prompt_version, start_run
 from trainer.jobs import Events, GroupResult, TrainJob, run_train
 from trainer.report import build_report
 from trainer.results import mean_std, read_results, rows_of
@@ -139,6 +140,11 @@ def step_label(settings: Settings, store: Store, dataset: str, labeler: Labeler,
         dispatch(settings, store, run_id, todo, inline=inline or labeler.endpoint in BUILTIN, wait=True)
     except RunDegraded as exc:  # the small local model falls back often: say so and use what it labeled
         console.print(f"[yellow]warning:[/] {exc}")
+    ws = Workspace.of(settings.data.root, dataset)
+    counts = export_run(store, run_id, ws.root / "labels" / run_id)
+    path = write_report(store, run_id, settings, ws.root / "reports" / run_id)
+    console.print(f"{labeler.name}: {counts['edges']} pseudo edges, {counts['triplets']} triplets → "
+                  f"{ws.root / 'labels' / run_id}; run report {path}")
     return run_id
 
 

@@ -93,7 +93,7 @@ def load_eval_data(ws: Workspace, settings: Settings, m: int | None = None,
     """Test positives (weight > 0, not among the user's training items, users with a training history)
     and the Two-Tower search that evaluation re-ranks; ``m`` defaults to ``retrieval.candidates``."""
     index = index or CandidateIndex.load(ws, settings)
-    target = recall_targets(ws, seen_items(ws))
+    target = recall_targets(ws)
     skipped = {"seen_in_train": target.skipped_seen, "user_without_history": target.skipped_no_history}
     positives = Ragged.from_rows(target.items, len(target.users))
     return EvalData(target.users, positives, index.search, int(m or settings.retrieval.candidates), skipped)
@@ -103,7 +103,7 @@ def retrieval_recall(ws: Workspace, m: int) -> dict[str, float | None]:
     """The retrieval module's own Two-Tower candidate recall@m (cold / warm / all), for consistency checks."""
     seen = seen_items(ws)
     users, items = artefacts.load_tower_vectors(ws)
-    res = recall_at(vector_retriever(users, items), recall_targets(ws, seen), seen, [m])
+    res = recall_at(vector_retriever(users, items), recall_targets(ws), seen, [m])
     return {split: res[split][0] for split in ("all", "cold", "warm")}
 
 

@@ -94,3 +94,20 @@ def test_labelers_are_checked_before_any_work(ran, tmp_path):
     result = invoke(config, "run", "-d", "fresh", "--labelers", "nosuch", "--users", "5")
     assert result.exit_code == 2 and "nosuch" in result.output
     assert not (tmp_path.parent / "fresh").exists() and "1/5" not in result.output
+
+
+@pytest.mark.slow
+def test_run_on_your_own_files_leaves_the_oracle_out(tiny_root, tmp_path):
+    """`--raw DIR`: Amazon-format files of your own (here tiny's raw files without its planted truth)."""
+    own = tmp_path / "my-files"
+    own.mkdir()
+    for f in (tiny_root / "tiny" / "raw").iterdir():
+        (own / f.name).write_bytes(f.read_bytes())
+    root = tmp_path / "data"
+    config = train_config_file(root, tmp_path / "run.toml")
+    result = invoke(config, "run", "-d", "mine", "--raw", str(own), "--labelers", "random,oracle", "--users", "10",
+                    "--seeds", "0")
+    assert result.exit_code == 0, result.output
+    assert "oracle left out" in result.output and (root / "mine" / "reports" / "run-mine.md").exists()
+    runs = Store(load_settings(config, environ={}).store_url()).list_runs(dataset="mine")
+    assert [r.endpoint for r in runs] == ["random"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from coldlabel.config import load_settings as _load_settings
 from coldlabel.data.workspace import Workspace
+from coldlabel.errors import RunError
 from coldlabel.store import Store
 from retrieval import artefacts
 from retrieval.index import (
@@ -137,7 +138,9 @@ def labels_from_store(ws: Workspace, td: TrainingData, store_url: str, run_id: s
     edges: dict[str, list] = defaultdict(list)
     triplets: dict[str, list] = defaultdict(list)
     with Store(store_url) as store:
-        store.get_run(run_id)  # a clear StoreError for an unknown run id
+        run = store.get_run(run_id)  # a clear StoreError for an unknown run id
+        if run.dataset != ws.name:
+            raise RunError(f"run {run_id} labeled dataset {run.dataset!r}, not {ws.name!r}")
         for r in store.export_edges(run_id):
             for k, v in (("user_id", r.user_id), ("user_idx", r.user_idx), ("item_id", r.item_id),
                          ("item_idx", r.item_idx), ("weight", r.weight), ("from_fallback", r.from_fallback)):

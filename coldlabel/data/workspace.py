@@ -24,6 +24,7 @@ different categories stay distinct; ``subcategory_name`` gives the short form sh
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -121,6 +122,29 @@ class Workspace:
     @property
     def truth(self) -> Path:
         return self.root / "truth"
+
+    @property
+    def truth_file(self) -> Path:
+        """The synthetic generator's planted truth (``coldlabel/data/synth/writers.write_truth``)."""
+        return self.truth / "truth.json.gz"
+
+    @property
+    def has_truth(self) -> bool:
+        return self.truth_file.exists()
+
+    def read_truth(self) -> dict:
+        """The planted truth of a synthetic dataset: ``{"items": {asin: {"leaf": [...], ...}}, "users":
+        {reviewerID: {"leaves": [[...], ...], ...}}, ...}``. Evaluation and the oracle labeler only; a real
+        dataset has none (WorkspaceError)."""
+        path = self.truth_file
+        if not path.exists():
+            raise WorkspaceError(f"dataset {self.name!r} has no planted truth ({path} is missing): only a "
+                                 "synthetic dataset (`coldlabel data synth`) has one")
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WorkspaceError(f"{path} is corrupted ({exc}); re-run `coldlabel data synth`") from None
 
     @property
     def processed(self) -> Path:

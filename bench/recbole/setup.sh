@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The RecBole benchmark environment, bench/.venv-recbole, kept apart from the product: RecBole is never a
 # coldlabel dependency. recbole 1.2.1 is installed without its declared dependencies because it pins
-# ray<=2.6.3 (only its hyper-parameter search imports ray) and colorlog/colorama to exact old releases;
-# what its data, model, trainer and evaluator modules import is installed explicitly below. torch is the
-# same exact CPU pin as the product's (a looser pin pulls a multi-GB CUDA build). Re-running is instant.
+# ray<=2.6.3 and colorlog/colorama to exact old releases; what its config, data, model, trainer and evaluator
+# modules import is installed explicitly below. torch is the same exact CPU pin as the product's (a looser
+# pin pulls a multi-GB CUDA build). Re-running is instant. Two limits of RecBole 1.2.1 here:
+# - recbole.quick_start (run_recbole) imports ray: drive Config / create_dataset / Trainer directly, as
+#   bench/bench_recbole.py does (the export's general.yaml and sequential.yaml work that way);
+# - with torch >= 2.6 its Trainer.evaluate(load_best_model=True) fails (torch.load now defaults to
+#   weights_only): pass load_best_model=False, or set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

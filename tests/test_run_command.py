@@ -111,3 +111,20 @@ def test_run_on_your_own_files_leaves_the_oracle_out(tiny_root, tmp_path):
     assert "oracle left out" in result.output and (root / "mine" / "reports" / "run-mine.md").exists()
     runs = Store(load_settings(config, environ={}).store_url()).list_runs(dataset="mine")
     assert [r.endpoint for r in runs] == ["random"]
+
+
+@pytest.mark.llm
+def test_demo_labels_with_the_real_local_llm_and_trains_on_its_labels(local_llm, tiny_root, tmp_path):
+    """The README's main job (`coldlabel demo` = run with the demo caps) with the real SmolLM2 server."""
+    root = copy_dataset(tiny_root, tmp_path)
+    config = train_config_file(root, tmp_path / "demo.toml")
+    with config.open("a") as fh:
+        fh.write(f'[endpoints.local]\nbase_url = "{local_llm.base_url}"\nmodel = "{local_llm.model_alias}"\n')
+    result = invoke(config, "demo", "-d", "tiny", "--users", "2", "--labelers", "llm,random", "--seeds", "0")
+    assert result.exit_code == 0, result.output
+    store = Store(load_settings(config, environ={}).store_url())
+    llm_run = next(r for r in store.list_runs(dataset="tiny") if r.endpoint == "local")
+    assert llm_run.model == local_llm.model_alias and store.run_progress(llm_run.id).done == 2
+    assert store.run_progress(llm_run.id).totals.llm_calls > 0
+    assert (root / "tiny" / "experiments" / llm_run.id / "results.json").exists()
+    assert "llm" in result.output and "cold / warm Recall@20" in result.output

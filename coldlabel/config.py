@@ -87,6 +87,8 @@ class LabelerSettings(_Section):
     timeout_s: float = Field(120.0, gt=0)
     request_deadline_s: float = Field(300.0, gt=0)
     max_fallback_share: float = Field(0.5, ge=0, le=1)
+    seed: int = 0  # the builtin labelers' picks (random, oracle)
+    oracle_precision: float = Field(0.6, ge=0, le=1)  # the oracle's chance of a planted-taste pick
 
 
 class TransportSettings(_Section):
@@ -96,7 +98,7 @@ class TransportSettings(_Section):
     circuit_breaker_failures: int = Field(5, ge=1)
 
 
-Dialect = Literal["vllm", "llamacpp", "openai", "plain"]
+Dialect = Literal["vllm", "llamacpp", "openai", "plain", "builtin"]  # builtin: no LLM (labeler/builtin.py)
 
 
 class EndpointSettings(_Section):
@@ -151,6 +153,9 @@ class TrainerSettings(_Section):
     hybrid_alpha: float = Field(0.5, ge=0, le=1)
     ks: list[int] = [5, 10, 20]
     seed: int = 0
+    patience: int = Field(3, ge=0)
+    val_k: int = Field(10, ge=1)
+    mask_prob: float = Field(0.2, gt=0, lt=1)
 
 
 class Settings(_Section):

@@ -110,3 +110,10 @@ class LocalServerError(ColdlabelError):
 
 class LimiterUnavailable(Unavailable):
     """The shared endpoint limiter (Redis) cannot be reached: transient, the user waits for it."""
+
+
+# ---- training and experiment reports --------------------------------------------------------------
+
+class TrainerError(ColdlabelError):
+    """A training or report job that cannot go on as asked: a setting needs labels and none were named,
+    a checkpoint belongs to another configuration, or there are no stored results to report."""

@@ -308,13 +308,14 @@ class LLMClient:
 
     async def complete_prompt(self, prompt: Any, *, messages: list[dict] | None = None,
                               constrained: bool | None = None, prompt_version: str = "",
-                              use_cache: bool = True) -> Completion:
+                              use_cache: bool = True, validate: Callable[[str], bool] | None = None) -> Completion:
         """Send a ``labeler.prompts.Prompt`` (its messages, or ``messages`` for a format retry); only an
-        answer its parser can use is cached."""
+        answer its parser can use (``validate``, by default the prompt's parser) is cached. The pipeline asks
+        every stage this way (``labeler.builtin.Answerer``)."""
         return await self.complete(messages or prompt.messages, schema=prompt.schema,
                                    schema_name=prompt.schema_name, constrained=constrained,
                                    prompt_version=prompt_version, use_cache=use_cache,
-                                   validate=lambda text: prompt.parse(text).usable)
+                                   validate=validate or (lambda text: prompt.parse(text).usable))
 
     def _wait(self, state: RetryCallState, deadline_at: float | None = None) -> float:
         """Retry-After when the server gave one, else full-jitter exponential backoff; never past the

@@ -9,6 +9,7 @@ import httpx
 
 from coldlabel.config import Settings
 from coldlabel.errors import EndpointError
+from labeler import builtin
 from labeler.client import LLMClient, scrub
 
 CHECK_CHOICES = ["red", "green", "blue"]
@@ -28,6 +29,10 @@ def check_endpoint(settings: Settings, name: str) -> tuple[bool, list[str]]:
 
 def _check(settings: Settings, name: str) -> tuple[bool, list[str]]:
     ep = settings.endpoint(name)
+    if ep.dialect == builtin.DIALECT:
+        if ep.model not in builtin.KINDS:
+            return False, [f"UNKNOWN BUILTIN: endpoints.{name}.model is {ep.model!r}; one of {', '.join(builtin.KINDS)}"]
+        return True, [f"builtin labeler {ep.model!r}: answers in this process, no server, no LLM", "OK"]
     where = f"endpoint {name!r} at {ep.base_url}"
     lines: list[str] = []
     headers = {"Authorization": f"Bearer {ep.api_key()}"}

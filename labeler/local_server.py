@@ -121,7 +121,7 @@ def start_local_server(port: int = 8765, model_alias: str = DEFAULT_ALIAS, log_p
         raise LocalServerError(f"port {port} already serves {served}, not {model_alias!r}; "
                                "stop that server or pick another port")
     model = gguf_path()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "labeler.llama_entry", "--model", str(model), "--host", host, "--port", str(port),
            "--n_ctx", str(n_ctx), "--chat_format", "chatml", "--model_alias", model_alias]
     if n_threads:
         cmd += ["--n_threads", str(n_threads)]
@@ -144,7 +144,8 @@ def start_local_server(port: int = 8765, model_alias: str = DEFAULT_ALIAS, log_p
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            if "No module named llama_cpp" in _log_tail(log_path):
+            tail = _log_tail(log_path)
+            if "No module named" in tail and "llama_cpp" in tail:
                 raise LocalServerError("llama-cpp-python is not installed; run `pip install -e .[local]`")
             raise LocalServerError(f"the LLM server exited with code {process.returncode} before it was ready"
                                    f" (log: {log_path}){_log_tail(log_path)}")

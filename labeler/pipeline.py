@@ -22,7 +22,8 @@ from typing import Any, Callable
 from coldlabel.config import Settings
 from coldlabel.data.workspace import PATH_SEP, Workspace, subcategory_name
 from coldlabel.store import Edge, Store, Triplet, UserCounters
-from labeler import extract, prompts
+from labeler import builtin, extract, prompts
+from labeler.builtin import Answerer
 from labeler.client import Completion, LLMClient
 from labeler.parsing import PARSER_VERSION, ParseResult, rank_scores
 from labeler.prompts import CandidateView, ItemRef, Prompt, UserView
@@ -62,7 +63,7 @@ class LabelContext:
     settings: Settings
     store: Store
     space: CandidateSpace
-    client: LLMClient
+    client: Answerer        # the LLM client, or a builtin labeler (labeler/builtin.py)
     endpoint: str
 
 
@@ -83,7 +84,8 @@ def open_context(settings: Settings, dataset: str, endpoint: str | None = None, 
     """Everything ``label_user`` needs. The client belongs to the event loop it is first used in."""
     name = endpoint or settings.labeler.endpoint
     store = store or Store(settings.store_url())
-    client = LLMClient.from_settings(settings, name, cache=store, slot=slot)
+    client = (builtin.answerer(settings, name, dataset) if builtin.is_builtin(settings, name)
+              else LLMClient.from_settings(settings, name, cache=store, slot=slot))
     return LabelContext(settings, store, load_space(settings, dataset), client, name)
 
 
@@ -124,8 +126,8 @@ async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseR
         return prompt.parse(text, score_scale=s.score_scale).usable
 
     for attempt in range(1 + s.format_retries):
-        completion = await ctx.client.complete(messages, schema=prompt.schema, schema_name=prompt.schema_name,
-                                               prompt_version=version, validate=usable)
+        completion = await ctx.client.complete_prompt(prompt, messages=messages, prompt_version=version,
+                                                      validate=usable)
         tally.call(completion)
         keys.append(completion.key)
         calls += 0 if completion.cache_hit else 1
@@ -245,6 +247,7 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
     """Label one user end to end and save the resulting edges and triplets (idempotent)."""
     s = ctx.settings.labeler
     space = ctx.space.for_user(user_idx)
+    ctx = replace(ctx, client=builtin.for_user(ctx.client, space))
     stored = ctx.store.load_stages(run_id, user_idx)
     tally = _Tally()
     reports: list[StageReport] = []

@@ -5,13 +5,13 @@ retry or fallback; what signal did it produce (edges, triplets, how much of it l
 no training interactions — the point of the exercise — and how much on items whose catalog text was
 flagged as instruction-like at prepare time, under which ``labeler.flagged_items`` policy); and, as
 *evaluation only*, how the labels compare with the held-out test interactions and, for synthetic data, with
-the planted tastes — beside what the Two-Tower alone would have picked for the same users.
+the planted tastes (label precision: the share of edges on the user's planted taste leaves, the measure the
+oracle labeler's ``labeler.oracle_precision`` aims at) — beside what the Two-Tower alone would have picked
+for the same users. A run of a builtin labeler (``labeler/builtin.py``) is worded as one: no LLM was asked.
 """
 from __future__ import annotations
 
-import gzip
 import html
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,7 +23,9 @@ matplotlib.use("Agg")  # plots go to files, never to a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from coldlabel.data.workspace import Workspace
-from coldlabel.store import LABEL_STAGES, Store
+from coldlabel.store import LABEL_STAGES, Run, Store
+from labeler import builtin
+from labeler.builtin import Planted
 from retrieval.index import CandidateIndex
 
 PLOTS = ("stages.png", "weights.png", "coverage.png")
@@ -40,26 +42,39 @@ class LabelEval:
         return "—" if hits is None or not self.picks else f"{100 * hits / self.picks:.1f}%"
 
 
-def _truth(ws: Workspace) -> dict | None:
-    path = ws.truth / "truth.json.gz"
-    if not path.exists():
-        return None
-    with gzip.open(path, "rt") as fh:
-        return json.load(fh)
-
-
-def _evaluate(ws: Workspace, picks: dict[int, list[int]], truth: dict | None) -> LabelEval:
+def _evaluate(ws: Workspace, picks: dict[int, list[int]], truth: Planted | None) -> LabelEval:
     test_pos = {(x.user_idx, x.item_idx) for x in ws.test if x.weight > 0}
-    user_ids = {i: u for u, i in ws.mappings["user2idx"].items()}
+    user_ids = ws.user_ids
     n = hits = taste = 0
     for user, items in picks.items():
-        leaves = {tuple(p) for p in (truth["users"].get(user_ids[user], {}).get("leaves", []))} if truth else set()
         for item in items:
             n += 1
             hits += (user, item) in test_pos
             if truth:
-                taste += tuple(truth["items"].get(ws.items[item].asin, {}).get("leaf", ())) in leaves
+                taste += truth.on_taste(user_ids[user], ws.items[item].asin)
     return LabelEval(n, hits, taste if truth else None)
+
+
+@dataclass(frozen=True)
+class Labeler:
+    """Who answered the run, in the report's words: an LLM, or a builtin labeler (and its knobs)."""
+    builtin: str  # "" for an LLM endpoint, else random | two_tower | oracle
+    knobs: str    # e.g. "p = 0.9, seed 0"
+
+    @property
+    def edges(self) -> str:
+        return f"`{self.builtin}` edges (builtin)" if self.builtin else "LLM edges"
+
+
+def _labeler(run: Run, settings, labeler: dict) -> Labeler:
+    ep = settings.endpoints.get(run.endpoint)
+    recorded = run.config.get("endpoint") or {}
+    dialect = ep.dialect if ep is not None else recorded.get("dialect")
+    if dialect != builtin.DIALECT:
+        return Labeler("", "")
+    kind = ep.model if ep is not None else run.model
+    knobs = f"p = {labeler['oracle_precision']:g}, " if kind == "oracle" else ""
+    return Labeler(kind, knobs + f"seed {labeler['seed']}")
 
 
 def _two_tower_picks(ws: Workspace, settings, per_user: dict[int, int]) -> dict[int, list[int]]:
@@ -88,7 +103,7 @@ def _plots(out: Path, stages: dict, weights: list[float], fallback_weights: list
 
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.hist([weights, fallback_weights], bins=10, range=(0, 1), stacked=True,
-            label=["from the LLM ranking", "from a fallback"], color=["#4f81bd", "#bbbbbb"])
+            label=["from the stage-5 ranking", "from a fallback"], color=["#4f81bd", "#bbbbbb"])
     ax.set_xlabel("pseudo-edge weight (score / score_scale)")
     ax.set_ylabel("edges")
     ax.legend()
@@ -125,26 +140,38 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
     flagged_items = {it.idx for it in ws.items if it.flagged}
     on_flagged = [e for e in edges if e.item_idx in flagged_items]
     labeler = {**settings.labeler.model_dump(), **(run.config.get("labeler") or {})}  # what the run used
+    who = _labeler(run, settings, labeler)
     policy = labeler["flagged_items"] + (f" (x{labeler['flagged_weight']:g})"
                                          if labeler["flagged_items"] == "downweight" else "")
     new_share = (len(cold_items) / max(len(ws.items), 1), on_new / max(len(edges), 1))
     _plots(out, stages, [e.weight for e in edges if not e.from_fallback],
            [e.weight for e in edges if e.from_fallback], new_share)
 
-    truth = _truth(ws)
+    truth = planted_truth(ws)
     llm_eval = _evaluate(ws, per_user, truth)
     tt_eval = _evaluate(ws, _two_tower_picks(ws, settings, {u: len(v) for u, v in per_user.items()}), truth)
     t = progress.totals
     calls = t.llm_calls + t.cache_hits
+    if who.builtin:
+        answered_by = (f"Builtin labeler `{who.builtin}` (endpoint `{run.endpoint}`; no LLM; {who.knobs}) · "
+                       f"prompt version `{run.prompt_version}` · status **{run.status}**")
+        note = ("(A builtin labeler is a measuring instrument, not a model: `random` is the floor, `two_tower` the "
+                "retriever alone, `oracle` picks on the planted taste with probability p, so its planted-taste "
+                "share should sit near p. Planted tastes exist only for synthetic datasets.)")
+    else:
+        answered_by = (f"Endpoint `{run.endpoint}` · model `{run.model}` · prompt version `{run.prompt_version}` · "
+                       f"status **{run.status}**")
+        note = ("(Planted tastes exist only for synthetic datasets. A small model such as SmolLM2-135M is not "
+                "expected to beat the retriever; the table is how you find out whether yours does.)")
     lines = [
         f"# Labeling run `{run.id}` on `{run.dataset}`",
         "",
-        f"Endpoint `{run.endpoint}` · model `{run.model}` · prompt version `{run.prompt_version}` · "
-        f"status **{run.status}**",
+        answered_by,
         "",
         "## Progress and cost",
         "",
-        "| users | done | failed | dead | pending/running | LLM calls | cache hits | prompt tokens | completion tokens |",
+        f"| users | done | failed | dead | pending/running | {'builtin answers' if who.builtin else 'LLM calls'} "
+        "| cache hits | prompt tokens | completion tokens |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| {progress.total} | {progress.done} | {progress.by_status['failed']} | {progress.by_status['dead']} | "
         f"{progress.by_status['pending'] + progress.by_status['running']} | {t.llm_calls} | {t.cache_hits} | "
@@ -187,11 +214,11 @@ def write_report(store: Store, run_id: str, settings, out: Path) -> Path:
         "",
         "| picks | count | in the user's test interactions | in the user's planted taste leaves |",
         "|---|---|---|---|",
-        f"| LLM edges | {llm_eval.picks} | {llm_eval.rate(llm_eval.test_hits)} | {llm_eval.rate(llm_eval.taste_hits)} |",
+        f"| {who.edges} | {llm_eval.picks} | {llm_eval.rate(llm_eval.test_hits)} | "
+        f"{llm_eval.rate(llm_eval.taste_hits)} |",
         f"| Two-Tower top-n | {tt_eval.picks} | {tt_eval.rate(tt_eval.test_hits)} | {tt_eval.rate(tt_eval.taste_hits)} |",
         "",
-        "(Planted tastes exist only for synthetic datasets. A small model such as SmolLM2-135M is not expected "
-        "to beat the retriever; the table is how you find out whether yours does.)",
+        note,
     ]
     md = "\n".join(lines) + "\n"
     (out / "report.md").write_text(md)
@@ -238,3 +265,56 @@ def _inline(text: str) -> str:
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+# ---- a run's label figures for other reports (the experiment report of trainer/report.py) ------------
+
+@dataclass
+class RunLabelStats:
+    """A run's labels in numbers, with their agreement with held-out data beside the Two-Tower's own picks."""
+    run_id: str
+    endpoint: str
+    model: str
+    status: str
+    users_done: int
+    users_with_edges: int
+    edges: int
+    triplets: int
+    edges_on_cold: int
+    edges_from_fallback: int
+    labels: LabelEval          # the run's pseudo edges
+    two_tower: LabelEval       # the Two-Tower's top-n for the same users, n = that user's number of edges
+
+    @property
+    def taste_precision(self) -> float | None:
+        """Share of the run's edges inside the user's planted taste leaves (synthetic data only)."""
+        e = self.labels
+        return None if e.taste_hits is None or not e.picks else e.taste_hits / e.picks
+
+
+def planted_truth(ws: Workspace) -> Planted | None:
+    """The synthetic dataset's planted tastes (``truth/truth.json.gz``, read once per process); None for real
+    data. The one "on taste" test (``Planted.on_taste``) of the run report, this and the oracle labeler."""
+    return builtin.planted(ws) if ws.has_truth else None
+
+
+def run_label_stats(store: Store, run_id: str, settings) -> RunLabelStats:
+    """The numbers :func:`write_report` shows for a run's labels, without writing anything."""
+    run = store.get_run(run_id)
+    ws = Workspace.of(settings.data.root, run.dataset)
+    edges = list(store.export_edges(run_id))
+    per_user: dict[int, list[int]] = defaultdict(list)
+    for e in edges:
+        per_user[e.user_idx].append(e.item_idx)
+    truth = planted_truth(ws)
+    cold = ws.cold_items
+    return RunLabelStats(
+        run.id, run.endpoint, run.model, run.status, store.run_progress(run_id).done, len(per_user), len(edges),
+        sum(1 for _ in store.export_triplets(run_id)), sum(e.item_idx in cold for e in edges),
+        sum(e.from_fallback for e in edges), _evaluate(ws, per_user, truth),
+        _evaluate(ws, _two_tower_picks(ws, settings, {u: len(v) for u, v in per_user.items()}), truth))
+
+
+def html_page(md: str, title: str) -> str:
+    """The HTML rendering :func:`write_report` uses (headings, tables, lists, images), for other reports."""
+    return _html(md, title)

@@ -22,6 +22,7 @@ from coldlabel.config import Settings
 from coldlabel.data.workspace import Workspace
 from coldlabel.errors import DatasetChanged, RunError, WorkspaceError
 from coldlabel.store import Run, RunProgress, Store
+from labeler import builtin
 from labeler.prompts import version_tag
 from retrieval import artefacts
 
@@ -95,6 +96,7 @@ def start_run(store: Store, settings: Settings, dataset: str, *, users: int | No
     fingerprint = dataset_fingerprint(settings, dataset)
     # The retrieval artefacts every user needs: missing or stale, refuse now rather than dead-letter everyone.
     artefacts.check_current(Workspace.of(settings.data.root, dataset), settings, "index", "leaves")
+    builtin.check(settings, endpoint, dataset)  # the oracle on a dataset without planted truth: refused now
     chosen = dataset_users(settings, dataset, users, only)
     if not chosen:
         raise RunError(f"dataset {dataset!r} has no user with a training history to label")
@@ -115,6 +117,7 @@ def prepare_resume(store: Store, settings: Settings, run_id: str, *, endpoint: s
     check_dataset(settings, run)
     if endpoint and endpoint != run.endpoint:
         ep = settings.endpoint(endpoint)
+        builtin.check(settings, endpoint, run.dataset)
         store.record_endpoint_switch(run_id, endpoint, ep.model, reason="label resume --endpoint")
     if run.status != "active" or run.status_reason:
         store.set_run_status(run_id, "active")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,10 +29,7 @@ def flat_index(vectors: np.ndarray) -> faiss.Index:
 
 def seen_items(ws: Workspace) -> dict[int, np.ndarray]:
     """Every item of each user's training rows (any weight: a low-rated purchase is still 'seen')."""
-    seen: dict[int, set[int]] = defaultdict(set)
-    for x in ws.train:
-        seen[x.user_idx].add(x.item_idx)
-    return {u: np.fromiter(s, dtype=np.int64, count=len(s)) for u, s in seen.items()}
+    return {u: np.fromiter(s, dtype=np.int64, count=len(s)) for u, s in ws.seen.items()}
 
 
 def _filter_rows(ids: np.ndarray, scores: np.ndarray, seen: Sequence[np.ndarray], m: int
@@ -149,27 +145,16 @@ class RecallTarget:
     skipped_no_history: int        # test positives of users without training positives
 
 
-def recall_targets(ws: Workspace, seen: dict[int, np.ndarray]) -> RecallTarget:
-    history = {u for u, seq in ws.sequences.items() if seq}
+def recall_targets(ws: Workspace) -> RecallTarget:
+    """The workspace's test positives (:attr:`Workspace.test_positives`) with their cold flags."""
+    target = ws.test_positives
     cold_items = ws.cold_items
-    seen_sets = {u: set(arr.tolist()) for u, arr in seen.items()}
-    per_user: dict[int, list[int]] = defaultdict(list)
-    skipped_seen = skipped_hist = 0
-    for x in ws.test:
-        if x.weight <= 0:
-            continue
-        if x.user_idx not in history:
-            skipped_hist += 1
-        elif x.item_idx in seen_sets.get(x.user_idx, ()):
-            skipped_seen += 1
-        elif x.item_idx not in per_user[x.user_idx]:
-            per_user[x.user_idx].append(x.item_idx)
-    users = np.array(sorted(per_user), dtype=np.int64)
-    items = [np.array(per_user[u], dtype=np.int64) for u in users]
+    users = np.array(list(target.items), dtype=np.int64)
+    items = [np.array(target.items[u], dtype=np.int64) for u in users]
     cold = [np.array([i in cold_items for i in its], dtype=bool) for its in items]
     n_cold = int(sum(c.sum() for c in cold))
     n_warm = int(sum(len(c) for c in cold)) - n_cold
-    return RecallTarget(users, items, cold, n_cold, n_warm, skipped_seen, skipped_hist)
+    return RecallTarget(users, items, cold, n_cold, n_warm, target.skipped_seen, target.skipped_no_history)
 
 
 def recall_at(retriever: Retriever, target: RecallTarget, seen: dict[int, np.ndarray], ms: Sequence[int],
@@ -204,7 +189,7 @@ def candidate_recall(ws: Workspace, settings, ms: Sequence[int] = DEFAULT_RECALL
     artefacts.check_current(ws, settings, "index")
     ms = sorted({int(m) for m in ms})
     seen = seen_items(ws)
-    target = recall_targets(ws, seen)
+    target = recall_targets(ws)
     users_tt, items_tt = artefacts.load_tower_vectors(ws)
     item_content = artefacts.load_array(ws, "content", "item_content.npy")
     user_content = artefacts.load_array(ws, "content", "user_content.npy")

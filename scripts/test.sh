@@ -8,7 +8,7 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports
 set +e
-.venv/bin/python -m pytest -m "slow or not slow" "$@"
+.venv/bin/python -m pytest -n 0 -m "slow or not slow" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

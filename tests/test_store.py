@@ -249,6 +249,9 @@ def test_expired_claims_are_reaped_once_and_renewed_ones_are_not(store):
     assert store.get_user(run.id, 2).status == "failed" and store.get_user(run.id, 2).last_error == "timeout"
     assert store.claim_user(run.id, 1, "survivor", lease_s=60)
     assert store.renew_claims([(run.id, 1, "dead"), (run.id, 1, "survivor")], 60) == [(run.id, 1, "dead")]
+    store.claim_user(run.id, 3, "w", lease_s=60)             # finished before its keeper let go: not lost
+    store.finish_user(run.id, 3)
+    assert store.renew_claims([(run.id, 3, "w")], 60) == []
 
     other = new_run(store, users=2)                          # a paused run's claims wait for `label resume`
     store.claim_user(other.id, 0, "dead", lease_s=-1)

@@ -483,3 +483,25 @@ def test_real_llm_run_through_a_worker(service, tmp_path):
         assert store.get_user(run_id, 0).attempts == 1
         edges, _ = labels(store, run_id)
         assert {e[0] for e in edges} <= {0}
+
+
+def test_a_builtin_labeler_runs_through_the_workers_as_inline(service):
+    """No LLM anywhere: the oracle labeler through a real worker (whose readiness needs no endpoint server)
+    gives exactly the labels of the same run inline, with the run's own oracle_precision."""
+    from coldlabel.store import Store
+    from labeler.runs import start_run
+    from workers.inline import run_inline
+
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {},
+                        labeler={"endpoint": "oracle", "oracle_precision": 0.9})
+    settings = settings_for(cfg, STORE__URL=f"sqlite:///{service['tmp'] / 'ref.db'}")
+    with Store(settings.store_url()) as store:
+        ref = start_run(store, settings, "tiny", users=12)
+        assert run_inline(settings, ref.id, store.incomplete_users(ref.id)).done == 12
+        expected = labels(store, ref.id)
+    service["worker"](cfg, "w1")
+    run_id = start(service, cfg, 12)
+    wait_for(service, run_id, all_done)
+    assert expected[0] and labels(service["store"], run_id) == expected
+    assert service["store"].get_run(run_id).config["labeler"]["oracle_precision"] == 0.9
+    assert run_status_after_settling(service["store"], run_id) == "done"

@@ -23,6 +23,7 @@ import numpy as np
 
 from coldlabel.config import load_settings as _load_settings
 from coldlabel.data.workspace import Workspace
+from coldlabel.errors import RunError
 from coldlabel.store import Store
 from retrieval import artefacts
 from retrieval.index import (
@@ -92,7 +93,7 @@ def load_eval_data(ws: Workspace, settings: Settings, m: int | None = None,
     """Test positives (weight > 0, not among the user's training items, users with a training history)
     and the Two-Tower search that evaluation re-ranks; ``m`` defaults to ``retrieval.candidates``."""
     index = index or CandidateIndex.load(ws, settings)
-    target = recall_targets(ws, seen_items(ws))
+    target = recall_targets(ws)
     skipped = {"seen_in_train": target.skipped_seen, "user_without_history": target.skipped_no_history}
     positives = Ragged.from_rows(target.items, len(target.users))
     return EvalData(target.users, positives, index.search, int(m or settings.retrieval.candidates), skipped)
@@ -102,7 +103,7 @@ def retrieval_recall(ws: Workspace, m: int) -> dict[str, float | None]:
     """The retrieval module's own Two-Tower candidate recall@m (cold / warm / all), for consistency checks."""
     seen = seen_items(ws)
     users, items = artefacts.load_tower_vectors(ws)
-    res = recall_at(vector_retriever(users, items), recall_targets(ws, seen), seen, [m])
+    res = recall_at(vector_retriever(users, items), recall_targets(ws), seen, [m])
     return {split: res[split][0] for split in ("all", "cold", "warm")}
 
 
@@ -137,7 +138,9 @@ def labels_from_store(ws: Workspace, td: TrainingData, store_url: str, run_id: s
     edges: dict[str, list] = defaultdict(list)
     triplets: dict[str, list] = defaultdict(list)
     with Store(store_url) as store:
-        store.get_run(run_id)  # a clear StoreError for an unknown run id
+        run = store.get_run(run_id)  # a clear StoreError for an unknown run id
+        if run.dataset != ws.name:
+            raise RunError(f"run {run_id} labeled dataset {run.dataset!r}, not {ws.name!r}")
         for r in store.export_edges(run_id):
             for k, v in (("user_id", r.user_id), ("user_idx", r.user_idx), ("item_id", r.item_id),
                          ("item_idx", r.item_idx), ("weight", r.weight), ("from_fallback", r.from_fallback)):

@@ -10,6 +10,7 @@ E1          SASRec    on     -      same (labels from the tree-constrained Stage
 E2          SASRec    -      on     same
 E3          SASRec    on     on     same
 TwoTower    -         -      -      candidates/tw (no training)
+SASRec      SASRec    -      -      candidates/sas, full/sas (ID-only SASRec on its own, like the baselines)
 GRU4Rec     GRU4Rec   -      -      candidates/sas, full/sas
 BERT4Rec    BERT4Rec  -      -      candidates/sas, full/sas
 ==========  ========  =====  =====  =================================================================
@@ -21,7 +22,9 @@ Files written under ``out_dir``:
 * ``checkpoints/<setting>/seed<k>-<key>/``: ``last.pt`` / ``best.pt``. A killed run resumes from here.
 * ``results.json``: per setting, view, split and metric, ``{"mean", "std", "n"}``. ``std`` is the sample
   standard deviation over seeds (0 for one seed). A metric that is None for a seed (e.g. no cold users) is
-  left out of that metric's n.
+  left out of that metric's n. Settings of earlier calls that this call does not name are kept (so E0 and the
+  baselines can be run at different times into one directory); ``by_setting`` says which seeds, run files
+  and config each setting's summary comes from.
 """
 from __future__ import annotations
 
@@ -61,9 +64,16 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("E2", "sasrec", use_pair=True),
     Setting("E3", "sasrec", use_sim=True, use_pair=True),
     Setting("TwoTower", None, views=("candidates/tw",)),
+    Setting("SASRec", "sasrec", views=("candidates/sas", "full/sas")),
     Setting("GRU4Rec", "gru4rec", views=("candidates/sas", "full/sas")),
     Setting("BERT4Rec", "bert4rec", views=("candidates/sas", "full/sas")),
 )}
+
+
+def primary_view(name: str, rerank_mode: str) -> str:
+    """The view a setting is compared in: the first of its views (E0–E3: the configured rerank mode)."""
+    catalog, mode = SETTINGS[name].views[0].split("/")
+    return f"{catalog}/{rerank_mode if mode == 'config' else mode}"
 
 
 def _eval_digest(ev: EvalData) -> str:
@@ -141,8 +151,10 @@ def summarize(results: Sequence[dict]) -> dict:
 
 def run_experiments(td: TrainingData, ev: EvalData, base: TrainConfig, labels: Labels | None, out_dir: str | Path,
                     settings: Sequence[str] = ("E0", "E1", "E2", "E3"), seeds: Sequence[int] = (0, 1, 2),
-                    hook: Hook = log_hook, on_run: Callable[[dict], None] | None = None) -> dict:
-    """Every (setting, seed), then ``results.json`` with mean ± std; returns what it wrote."""
+                    hook: Hook = log_hook, on_run: Callable[[dict], None] | None = None,
+                    before_run: Callable[[str, int], None] | None = None) -> dict:
+    """Every (setting, seed), then ``results.json`` with mean ± std; returns what it wrote.
+    ``before_run(setting, seed)`` and ``on_run(result)`` frame each pair (a progress display uses them)."""
     out_dir = Path(out_dir)
     labels = labels if labels is not None else Labels.empty()
     unknown = [s for s in settings if s not in SETTINGS]
@@ -151,14 +163,28 @@ def run_experiments(td: TrainingData, ev: EvalData, base: TrainConfig, labels: L
     results = []
     for name in settings:
         for seed in seeds:
+            if before_run is not None:
+                before_run(name, int(seed))
             res = run_one(SETTINGS[name], int(seed), td, ev, base, labels, out_dir, hook)
             results.append(res)
             if on_run is not None:
                 on_run(res)
-    report = {"version": RESULT_VERSION, "settings": list(settings), "seeds": [int(s) for s in seeds],
+    path = out_dir / "results.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if previous.get("version") != RESULT_VERSION:
+        previous = {}
+    kept = [s for s in previous.get("settings", []) if s not in settings]
+    runs = [f"runs/{r['setting']}/seed{r['seed']}.json" for r in results]
+    by_setting = {s: previous["by_setting"][s] for s in kept if s in previous.get("by_setting", {})}
+    for name in settings:
+        by_setting[name] = {"seeds": [int(s) for s in seeds], "config": base.to_dict(),
+                            "runs": [r for r in runs if r.startswith(f"runs/{name}/")]}
+    summary = {s: previous["summary"][s] for s in kept if s in previous.get("summary", {})}
+    summary.update(summarize(results))
+    report = {"version": RESULT_VERSION, "settings": [*kept, *settings], "seeds": [int(s) for s in seeds],
               "labels": {"source": labels.source, "edges": labels.n_edges, "triplets": labels.n_triplets,
                          "counts": labels.counts},
-              "config": base.to_dict(), "summary": summarize(results),
-              "runs": [f"runs/{r['setting']}/seed{r['seed']}.json" for r in results]}
-    _write_json(out_dir / "results.json", report)
+              "config": base.to_dict(), "summary": summary, "by_setting": by_setting,
+              "runs": [r for s in kept for r in by_setting.get(s, {}).get("runs", [])] + runs}
+    _write_json(path, report)
     return report

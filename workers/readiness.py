@@ -18,6 +18,7 @@ from kombu.utils.url import maybe_sanitize_url
 from coldlabel.config import Settings
 from coldlabel.errors import StoreError, StoreUnavailable, WorkerNotReady
 from coldlabel.store import Store, redact
+from labeler.builtin import DIALECT as BUILTIN_DIALECT
 
 log = logging.getLogger("coldlabel.readiness")
 
@@ -52,9 +53,12 @@ def broker_problem(settings: Settings) -> Problem | None:
 
 
 def endpoint_problem(settings: Settings) -> Problem | None:
-    """The default endpoint (``labeler.endpoint``) answers HTTP and accepts the key."""
+    """The default endpoint (``labeler.endpoint``) answers HTTP and accepts the key; a builtin labeler
+    (``dialect = "builtin"``, no server) always can."""
     name = settings.labeler.endpoint
     ep = settings.endpoint(name)
+    if ep.dialect == BUILTIN_DIALECT:
+        return None
     where = f"endpoint {name!r} at {ep.base_url}"
     try:
         resp = httpx.get(ep.base_url.rstrip("/") + "/models", timeout=5,

@@ -28,7 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "Start a Celery worker that labels users from the queue."),
     "llm": ("llm", "Start or check LLM endpoints."),
     "db": ("db", "The SQL store: create/upgrade the schema (Alembic)."),
-    "demo": ("demo", "Run the main job end to end on the embedded default."),
+    "train": ("train", "Train and evaluate E0-E3 and the baselines over seeds (resumable)."),
+    "report": ("report", "Markdown + HTML report of stored training results and their labels."),
+    "run": ("run", "The whole job: data → retrieval → labels (LLM and no-LLM) → train E0/E3 → report."),
+    "demo": ("demo", "`run` on a synthetic preset, with caps the local SmolLM2 answers in minutes."),
 }
 
 

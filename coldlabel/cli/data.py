@@ -13,6 +13,7 @@ from coldlabel.cli.common import console, settings_from, workspace
 from coldlabel.data import synth
 from coldlabel.data.fetch import fetch
 from coldlabel.data.prepare import adopt_raw, prepare
+from coldlabel.data.recbole import export_recbole
 from coldlabel.data.stats import THESIS_TABLES
 from coldlabel.data.workspace import Workspace
 
@@ -127,3 +128,19 @@ def stats_command(
     else:
         console.print(f"workspace: {ws.root.absolute()}", highlight=False)
         print_stats(ws, compare)
+
+
+@app.command("export-recbole")
+def export_recbole_command(
+    ctx: typer.Context,
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Workspace name under data.root."),
+    out: Optional[Path] = typer.Option(None, "--out", help="RecBole data_path (default: <workspace>/recbole); "
+                                                           "files go to <out>/<dataset>/."),
+) -> None:
+    """Write RecBole atomic files of the prepared split (benchmark files for general and sequential models)."""
+    ws, settings = workspace(ctx, dataset)
+    result = export_recbole(ws, out or ws.root / "recbole", max_len=settings.trainer.max_len)
+    for name, n in result.rows.items():
+        console.print(f"  {name}: {n:,} rows", highlight=False)
+    console.print(f"[green]exported[/] {result.directory.absolute()} (RecBole settings: general.yaml, "
+                  f"sequential.yaml there)", highlight=False)

@@ -34,8 +34,10 @@ app.command("user", help="Label one user in the foreground; print every stage.")
 app.command("report", help="Markdown + HTML report of a run, with plots.")(label_user.report_command)
 
 
-def _dispatch(settings: Settings, store: Store, run_id: str, users: list[int], inline: bool) -> None:
-    """Send the users to the queue, or label them here when asked to or when there is no broker."""
+def dispatch(settings: Settings, store: Store, run_id: str, users: list[int], inline: bool,
+             wait: bool = False) -> None:
+    """Send the users to the queue, or label them here when asked to or when there is no broker; with
+    ``wait``, follow a queued run until it ends (``coldlabel run`` needs the labels before training)."""
     if not users:
         console.print(f"run [bold]{run_id}[/]: nothing to label (every user is done)")
         ended(store, run_id)
@@ -50,6 +52,8 @@ def _dispatch(settings: Settings, store: Store, run_id: str, users: list[int], i
                        f"enqueued, run `coldlabel label resume {run_id}` when it is back") from None
     console.print(f"run [bold]{run_id}[/]: enqueued {n} users on {settings.workers.broker_url}; "
                   f"watch with `coldlabel label status {run_id} --watch`")
+    if wait:
+        follow(store, run_id)
 
 
 def run_inline_with_progress(settings: Settings, store: Store, run_id: str, users: list[int]) -> None:
@@ -93,16 +97,18 @@ def start_command(
     endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name (default labeler.endpoint)."),
     inline: bool = typer.Option(False, "--inline", help="Label here, without a broker (automatic if none is set)."),
     name: str = typer.Option("", "--name", help="A name to recognise the run by."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting for this run: section.key=value "
+                                                     "(repeatable; also accepted before `label`)."),
 ) -> None:
     """Create a run and enqueue one task per user (or label them here with --inline)."""
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, set_)
     limit = users_option(users)
     store = open_store(settings)
     run = start_run(store, settings, dataset, users=limit, endpoint=endpoint, name=name)
     todo = store.incomplete_users(run.id)
     console.print(f"run [bold]{run.id}[/] created: dataset {dataset}, {len(todo)} users, endpoint {run.endpoint} "
                   f"({run.model}), prompt {run.prompt_version}")
-    _dispatch(settings, store, run.id, todo, inline)
+    dispatch(settings, store, run.id, todo, inline)
 
 
 def render_status(status: RunStatus) -> Group:
@@ -160,14 +166,20 @@ def status_command(
     if not watch:
         console.print(render_status(status))
         return
+    try:
+        follow(store, run_id, interval)
+    except KeyboardInterrupt:  # stops watching; the run goes on
+        return
+
+
+def follow(store: Store, run_id: str, interval: float = 2.0) -> None:
+    """Refresh the run's status until it ends, then exit as :func:`ended` says."""
+    status = run_status(store, run_id)
     with Live(render_status(status), console=console, refresh_per_second=4) as live:
-        try:
-            while status.progress.remaining > 0 and status.run.status == "active":
-                time.sleep(interval)
-                status = run_status(store, run_id)
-                live.update(render_status(status))
-        except KeyboardInterrupt:
-            return
+        while status.progress.remaining > 0 and status.run.status == "active":
+            time.sleep(interval)
+            status = run_status(store, run_id)
+            live.update(render_status(status))
     ended(store, run_id)
 
 
@@ -186,7 +198,7 @@ def resume_command(
     run = store.get_run(run_id)
     console.print(f"run [bold]{run_id}[/]: {len(enq.users)} users to finish on endpoint {run.endpoint} "
                   f"({len(enq.in_flight)} were left in flight)")
-    _dispatch(settings, store, run_id, enq.users, inline)
+    dispatch(settings, store, run_id, enq.users, inline)
 
 
 @app.command("cancel")

@@ -24,6 +24,7 @@ different categories stay distinct; ``subcategory_name`` gives the short form sh
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -69,6 +70,17 @@ class Item:
         return f"{self.title} | {self.category_text}" if self.category_path else self.title
 
 
+@dataclass(frozen=True)
+class EvalTargets:
+    """Test interactions that count as targets: weight > 0, the user has >= 1 training positive (a history
+    to rank from), the item is not among the user's training rows (it could never be recommended), each
+    (user, item) once, in test-file order. Retrieval recall, the trainer and the RecBole export all use it."""
+
+    items: dict[int, list[int]]    # user_idx (ascending) -> test positives
+    skipped_seen: int              # test positives already in the user's training rows
+    skipped_no_history: int        # test positives of users without training positives
+
+
 def file_hash(path: Path) -> str:
     """sha256 of a file's bytes, streamed: how every stage tells whether its inputs changed."""
     h = hashlib.sha256()
@@ -110,6 +122,29 @@ class Workspace:
     @property
     def truth(self) -> Path:
         return self.root / "truth"
+
+    @property
+    def truth_file(self) -> Path:
+        """The synthetic generator's planted truth (``coldlabel/data/synth/writers.write_truth``)."""
+        return self.truth / "truth.json.gz"
+
+    @property
+    def has_truth(self) -> bool:
+        return self.truth_file.exists()
+
+    def read_truth(self) -> dict:
+        """The planted truth of a synthetic dataset: ``{"items": {asin: {"leaf": [...], ...}}, "users":
+        {reviewerID: {"leaves": [[...], ...], ...}}, ...}``. Evaluation and the oracle labeler only; a real
+        dataset has none (WorkspaceError)."""
+        path = self.truth_file
+        if not path.exists():
+            raise WorkspaceError(f"dataset {self.name!r} has no planted truth ({path} is missing): only a "
+                                 "synthetic dataset (`coldlabel data synth`) has one")
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise WorkspaceError(f"{path} is corrupted ({exc}); re-run `coldlabel data synth`") from None
 
     @property
     def processed(self) -> Path:
@@ -187,6 +222,32 @@ class Workspace:
     @cached_property
     def stats(self) -> dict:
         return self.read_json("stats.json")
+
+    @cached_property
+    def seen(self) -> dict[int, set[int]]:
+        """Every item of each user's training rows, at any weight: a low-rated purchase is still 'seen', so it
+        is never a candidate, a negative or a test target for that user."""
+        out: dict[int, set[int]] = {}
+        for x in self.train:
+            out.setdefault(x.user_idx, set()).add(x.item_idx)
+        return out
+
+    @cached_property
+    def test_positives(self) -> EvalTargets:
+        """THE test targets every evaluation ranks against (see :class:`EvalTargets`)."""
+        history = {u for u, seq in self.sequences.items() if seq}
+        per_user: dict[int, list[int]] = {}
+        skipped_seen = skipped_hist = 0
+        for x in self.test:
+            if x.weight <= 0:
+                continue
+            if x.user_idx not in history:
+                skipped_hist += 1
+            elif x.item_idx in self.seen.get(x.user_idx, ()):
+                skipped_seen += 1
+            elif x.item_idx not in per_user.setdefault(x.user_idx, []):
+                per_user[x.user_idx].append(x.item_idx)
+        return EvalTargets({u: per_user[u] for u in sorted(per_user)}, skipped_seen, skipped_hist)
 
     @cached_property
     def cold_items(self) -> set[int]:

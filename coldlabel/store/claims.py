@@ -60,17 +60,21 @@ class ClaimRepository:
 
     def renew_claims(self, claims: Iterable[tuple[str, int, str]], lease_s: float) -> list[tuple[str, int, str]]:
         """Extend the leases of ``(run_id, user_idx, worker)`` claims still held by that worker; returns the
-        ones that are not held any more (finished, or reaped and taken by someone else)."""
+        ones taken away: reaped (back to 'pending') or claimed by another worker since. A claim its holder
+        has just finished (done, failed, dead) is not lost: the keeper may run between finish and release."""
         claims = list(claims)
         lost = []
         expires = now_utc() + timedelta(seconds=lease_s)
         with self._write() as conn:
             for run_id, user_idx, worker in claims:
+                where = (run_users.c.run_id == run_id, run_users.c.user_idx == user_idx)
                 renewed = conn.execute(
-                    sa.update(run_users).where(run_users.c.run_id == run_id, run_users.c.user_idx == user_idx,
-                                               run_users.c.status == "running", run_users.c.worker == worker)
+                    sa.update(run_users).where(*where, run_users.c.status == "running", run_users.c.worker == worker)
                     .values(lease_expires_at=expires)).rowcount
-                if renewed != 1:
+                if renewed == 1:
+                    continue
+                now = conn.execute(sa.select(run_users.c.status, run_users.c.worker).where(*where)).first()
+                if now is None or now.status == "pending" or (now.status == "running" and now.worker != worker):
                     lost.append((run_id, user_idx, worker))
         return lost
 

@@ -63,10 +63,13 @@ class Answerer(Protocol):
 
 
 def asin_of(prompt: Prompt, value: str) -> str:
-    """The item an item-stage answer value stands for. THE one place that maps a prompt's answer vocabulary
-    to items: today the values are the ASINs themselves; prompts that show short per-prompt handles instead
-    change this function only."""
-    return value
+    """The item an item-stage answer value stands for: the prompt's own mapping (``Prompt.item_of``, the one
+    the parser projects every answer through), so a builtin labeler answers in the prompt's vocabulary —
+    ``cN`` handles since prompt version 3 — exactly as a model has to."""
+    item = prompt.item_of(value)
+    if item is None:
+        raise ValueError(f"{value!r} names no item of this {prompt.stage} prompt")
+    return item
 
 
 # ---- the planted truth --------------------------------------------------------------------------------------
@@ -180,7 +183,7 @@ class BuiltinAnswerer:
         if prompt.stage == "profile":
             return {"profile": f"Built-in {self.kind} labeler: no language model, no profile.", "keywords": [],
                     "preferred_categories": []}
-        keyed = {self._key(prompt, v): v for v in prompt.allowed}
+        keyed = {self._key(prompt, v): v for v in prompt.answer_values}
         pool = sorted(keyed, key=lambda kv: kv[1])  # by item/name, never by display order
         k = min(prompt.k, len(pool))
         rng = random.Random(hashlib.sha256(json.dumps(

@@ -6,6 +6,7 @@ and a builtin run lands in the store by run id like an LLM run, readable by the 
 """
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 
@@ -17,7 +18,7 @@ from coldlabel.data.workspace import Workspace
 from coldlabel.errors import ColdlabelError
 from coldlabel.store import Store
 from coldlabel.store.schema import llm_calls
-from labeler import builtin, pipeline
+from labeler import builtin, pipeline, prompts
 from labeler.endpoint_check import check_endpoint
 from labeler.report import write_report
 from labeler.runs import start_run
@@ -163,3 +164,19 @@ def test_the_oracle_from_the_command_line(tiny_root, tmp_path):
     Workspace.of(root, "tiny").truth_file.unlink()
     refused = subprocess.run(start, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "planted truth" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_builtin_answers_items_in_the_prompts_own_handles(tiny_root):
+    """Prompt v3 shows cN handles; a builtin labeler answers with them, as a model must, and the parser maps
+    them back to the very items it chose (builtin.asin_of is Prompt.item_of)."""
+    space = pipeline.load_space(settings_for(tiny_root), "tiny")
+    us = space.for_user(users_of(tiny_root, 1)[0])
+    sub, cands = next((s, c) for s, c in us.candidates.items() if len(c) >= 3)
+    shown = [prompts.CandidateView(c.asin, c.title, " > ".join(c.category_path)) for c in reversed(cands)]
+    prompt = prompts.items_prompt(prompts.UserView(us.user_id, ()), sub, shown, 2)
+    answer = builtin.BuiltinAnswerer("two_tower", "two_tower", 0, 1.0, 5.0).for_user(us).answer(prompt)["asins"]
+    assert answer and set(answer) <= set(prompt.answer_values) and not set(answer) & set(prompt.allowed)
+    assert prompt.parse(json.dumps({"asins": answer})).values == [c.asin for c in cands[:2]]  # Two-Tower order
+    assert [builtin.asin_of(prompt, h) for h in answer] == [c.asin for c in cands[:2]]
+    with pytest.raises(ValueError, match="names no item"):
+        builtin.asin_of(prompt, "c99")

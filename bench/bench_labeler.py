@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_labeler.py                 # parts A+B on the `small` preset (~2 min)
     .venv/bin/python bench/bench_labeler.py --real-llm 3    # + part C: 3 users on the real SmolLM2 (slow)
     .venv/bin/python bench/bench_labeler.py --no-cpu        # part A only (tokens and prefix cache)
-    .venv/bin/python bench/bench_labeler.py --no-cpu --no-tokens --demo-caps --users 20 --precision 20 [--no-amx]
+    .venv/bin/python bench/bench_labeler.py --no-cpu --no-tokens --demo-caps --users 20 --precision 20
                                                             # part D: precision vs planted truth (slow)
 
 A. Prompt tokens per user per stage (SmolLM2's tokenizer over the ChatML-rendered prompt) and the share of
@@ -216,44 +216,14 @@ def part_c(settings, dataset, users, tmp: Path) -> str:
     return "\n".join(rows)
 
 
-# llama.cpp built natively on a CPU that reports AMX crashes (general protection fault at ``ldtilecfg`` in
-# ggml_backend_amx_mul_mat) where the VM does not let a process use AMX tiles. Loading the model without the
-# extra (repacking/AMX) buffer types avoids that code path; nothing else changes.
-NO_AMX_SERVER = (
-    "import runpy\n"
-    "import llama_cpp.llama_cpp as C\n"
-    "_d = C.llama_model_default_params\n"
-    "def _p():\n"
-    "    p = _d(); p.use_extra_bufts = False; return p\n"
-    "C.llama_model_default_params = _p\n"
-    "runpy.run_module('llama_cpp.server', run_name='__main__')\n"
-)
-
-
-def start_llm(port: int, log: Path, no_amx: bool):
-    """The embedded default server of this checkout (its own flags, e.g. prompt v3's prompt cache), or the
-    same command through NO_AMX_SERVER where the native build crashes on AMX."""
-    from unittest import mock
-
-    from labeler import local_server
-
-    if not no_amx:
-        return local_server.start_local_server(port, "smollm2-135m-instruct", log)
-    real_popen = local_server.subprocess.Popen
-
-    def popen(cmd, *a, **kw):
-        assert cmd[1:3] == ["-m", "llama_cpp.server"], cmd
-        return real_popen([cmd[0], "-c", NO_AMX_SERVER, *cmd[3:]], *a, **kw)
-    with mock.patch.object(local_server.subprocess, "Popen", popen):
-        return local_server.start_local_server(port, "smollm2-135m-instruct", log)
-
-
-def part_d(settings, dataset, users, tmp: Path, root: Path, no_amx: bool = False) -> str:
+def part_d(settings, dataset, users, tmp: Path, root: Path) -> str:
     import gzip
     import json
 
+    from labeler.local_server import start_local_server
+
     truth = json.loads(gzip.decompress((root / dataset / "truth" / "truth.json.gz").read_bytes()))
-    with start_llm(8798, tmp / "llm-d.log", no_amx) as srv:
+    with start_local_server(8798, "smollm2-135m-instruct", tmp / "llm-d.log") as srv:
         s = load_settings(None, [*OVERRIDES, "labeler.endpoint=local", f"endpoints.local.base_url={srv.base_url}",
                                  "labeler.timeout_s=600", "labeler.request_deadline_s=1200"], environ={})
         with Store(f"sqlite:///{tmp / 'd.db'}") as store:
@@ -291,8 +261,6 @@ def main() -> None:
     ap.add_argument("--no-tokens", action="store_true", help="skip part A (prompt tokens, prefix cache)")
     ap.add_argument("--precision", type=int, default=0,
                     help="users for part D: precision vs planted truth on the real local model (slow)")
-    ap.add_argument("--no-amx", action="store_true",
-                    help="part D: load the model without AMX/repacking buffers (where llama.cpp crashes on AMX)")
     ap.add_argument("--cache-blocks", type=int, default=0, help="prefix-cache capacity in blocks (0: unbounded)")
     args = ap.parse_args()
     caps = ["labeler.top_k_subcategories=3", "labeler.max_candidates_per_subcategory=20"] if args.demo_caps else []
@@ -314,8 +282,7 @@ def main() -> None:
         if args.real_llm:
             print(part_c(settings, args.preset, users[: args.real_llm], Path(tmp)) + "\n")
         if args.precision:
-            print(part_d(settings, args.preset, users[: args.precision], Path(tmp), Path(args.root), args.no_amx)
-                  + "\n")
+            print(part_d(settings, args.preset, users[: args.precision], Path(tmp), Path(args.root)) + "\n")
     print(f"Command: `.venv/bin/python bench/bench_labeler.py {' '.join(sys.argv[1:])}`")
 
 

@@ -1,6 +1,6 @@
 """Prefix reuse on the embedded default (llama-cpp-python's server), with users interleaved.
 
-    .venv/bin/python bench/bench_prompt_cache.py --root /tmp/cost-bench --no-amx
+    .venv/bin/python bench/bench_prompt_cache.py --root /tmp/cost-bench
 
 The real stage-4 requests of one `small` user (rendered by the pipeline against a scripted server), and the same
 requests for a second shopper (another first history line), are sent alternately — as a worker with several
@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_labeler import NO_AMX_SERVER, OVERRIDES, ensure_dataset, label_users  # noqa: E402
+from bench_labeler import OVERRIDES, ensure_dataset, label_users  # noqa: E402
 
 from coldlabel.config import load_settings  # noqa: E402
 from coldlabel.store import Store  # noqa: E402
@@ -48,10 +48,10 @@ def second_shopper(body: dict) -> dict:
     return body
 
 
-def serve(port: int, cache_mb: int, log: Path, no_amx: bool) -> subprocess.Popen:
-    head = [sys.executable, "-c", NO_AMX_SERVER] if no_amx else [sys.executable, "-m", "llama_cpp.server"]
-    cmd = [*head, "--model", str(gguf_path()), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192",
-           "--chat_format", "chatml", "--model_alias", "m"]
+def serve(port: int, cache_mb: int, log: Path) -> subprocess.Popen:
+    """The embedded server's own entry point (``labeler.llama_entry``), with or without the prompt cache."""
+    cmd = [sys.executable, "-m", "labeler.llama_entry", "--model", str(gguf_path()), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "8192", "--chat_format", "chatml", "--model_alias", "m"]
     if cache_mb:
         cmd += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(cache_mb << 20)]
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
@@ -67,7 +67,6 @@ def main() -> None:
     ap.add_argument("--root", default="/tmp/coldlabel-bench")
     ap.add_argument("--calls", type=int, default=2, help="stage-4 calls per shopper")
     ap.add_argument("--cache-mb", type=int, default=512)
-    ap.add_argument("--no-amx", action="store_true", help="load the model without AMX/repacking buffers")
     args = ap.parse_args()
     OVERRIDES[:] = [f"data.root={args.root}", "retrieval.tt_epochs=20", "endpoints.fake.model=fake-model",
                     "endpoints.fake.dialect=llamacpp", "endpoints.fake.concurrency=8",
@@ -77,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for cache_mb in (0, args.cache_mb):
             log = Path(tmp) / f"llm-{cache_mb}.log"
-            proc = serve(8797, cache_mb, log, args.no_amx)
+            proc = serve(8797, cache_mb, log)
             try:
                 t0 = time.perf_counter()
                 for body in sequence:

@@ -48,6 +48,7 @@ RETRY_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER_S = 300.0  # a server asking for more than this is treated as asking for this
 # A 400/422 that says the prompt is too long is about this request, not about the endpoint.
 _TOO_LONG = re.compile(r"context length|context window|maximum context|too many tokens|too long", re.I)
+_JSON_HEADERS = {"Content-Type": "application/json"}  # the body is posted as ready-made JSON bytes
 # Keywords OpenAI strict mode does not accept; stripped for the ``openai`` dialect only.
 _OPENAI_UNSUPPORTED = ("minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum")
 
@@ -352,8 +353,12 @@ class LLMClient:
 
     async def _send(self, body: dict) -> Completion:
         attempts = 0
-        extra = {k: v for k, v in body.items() if k == "response_format"}
-        plain = {k: v for k, v in body.items() if k != "response_format"}
+        # Serialised once for all attempts, and posted as it is: ``chat.completions.create`` would walk the
+        # messages through the SDK's TypedDict transform and build pydantic models of the answer on every
+        # call (about a third of the client's CPU per request), for a body we have already built and an
+        # answer we read three fields of. The SDK still sends it (auth, headers, timeouts, status errors).
+        # llama.cpp's json_object+schema is sent verbatim this way too, never validated against OpenAI's types.
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         deadline_s = self.labeler.request_deadline_s
         margin = min(1.0, deadline_s / 10)  # an attempt with less time than this left is not worth starting
         clock: dict[str, float] = {}  # "deadline": set when the first attempt is sent (not while queueing)
@@ -384,12 +389,10 @@ class LLMClient:
                         started = time.perf_counter()
                         deadline_at = clock.setdefault("deadline", time.monotonic() + deadline_s)
                         budget = max(0.001, min(self.labeler.timeout_s, deadline_at - time.monotonic()))
-                        # response_format goes through extra_body so dialect-specific shapes (llama.cpp's
-                        # json_object+schema) are sent verbatim, not validated against OpenAI's types. The
-                        # outer timeout bounds the whole attempt (a server trickling bytes resets httpx's).
+                        # The outer timeout bounds the whole attempt (a server trickling bytes resets httpx's).
                         async with asyncio.timeout(budget):
-                            response = await self._sdk.chat.completions.create(**plain, extra_body=extra or None,
-                                                                               timeout=budget)
+                            raw = await self._sdk.post("/chat/completions", cast_to=bytes, content=content,
+                                                       options={"timeout": budget, "headers": _JSON_HEADERS})
                         latency_ms = (time.perf_counter() - started) * 1000
         except (openai.APIError, TimeoutError) as exc:
             if isinstance(exc, openai.APIStatusError) and not is_transient(exc):
@@ -399,19 +402,32 @@ class LLMClient:
             if attempts < self.transport.max_attempts:
                 msg += f" (request deadline labeler.request_deadline_s={deadline_s:g}s reached)"
             raise EndpointError(msg) from exc
-        if not response.choices:
-            raise EndpointError(f"{self.where} answered without choices")
-        choice = response.choices[0]
-        usage = response.usage
+        text, finish_reason, usage = self._read_answer(raw)
         return Completion(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            text=text,
+            finish_reason=finish_reason,
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
             latency_ms=latency_ms,
             attempts=attempts,
             cache_hit=False,
         )
+
+    def _read_answer(self, raw: bytes) -> tuple[str, str | None, dict]:
+        """(text, finish_reason, usage) of a chat-completions answer; EndpointError when it is not one."""
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise EndpointError(f"{self.where} answered with something that is not JSON: "
+                                f"{self._scrub(raw[:200].decode('utf-8', 'replace'))!r}") from None
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not choices:
+            raise EndpointError(f"{self.where} answered without choices")
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message") or {}
+        usage = answer.get("usage") or {}
+        return (str(message.get("content") or ""), choice.get("finish_reason"),
+                usage if isinstance(usage, dict) else {})
 
 
 async def _maybe_await(value: Any) -> Any:

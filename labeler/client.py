@@ -279,9 +279,13 @@ class LLMClient:
     async def complete(self, messages: list[dict], *, schema: dict | None = None, schema_name: str = "answer",
                        constrained: bool | None = None, temperature: float | None = None,
                        max_tokens: int | None = None, prompt_version: str = "",
-                       use_cache: bool = True, validate: Callable[[str], bool] | None = None) -> Completion:
+                       use_cache: bool = True, validate: Callable[[str], bool] | None = None,
+                       cache_writes: list[dict] | None = None) -> Completion:
         """One chat completion: from the cache when the same request was answered usably before, else over
-        HTTP. ``validate(text)`` says whether an answer is usable (see :func:`usable_answer`)."""
+        HTTP. ``validate(text)`` says whether an answer is usable (see :func:`usable_answer`).
+        ``cache_writes``: a usable answer's cache row is appended there (``put_call``'s keyword arguments)
+        instead of written at once, for a caller that stores it with its own write (the pipeline, with the
+        stage it belongs to: one transaction instead of two)."""
         body = self.build_request(messages, schema=schema, schema_name=schema_name, constrained=constrained,
                                   temperature=temperature, max_tokens=max_tokens)
         params = {"temperature": body["temperature"], "max_tokens": body["max_tokens"]}
@@ -299,24 +303,29 @@ class LLMClient:
         completion.key = key
         if self.cache is not None and use_cache and usable_answer(completion.text, completion.finish_reason,
                                                                   validate):
-            await _maybe_await(self.cache.put_call(
-                key=key, model=self.endpoint.model, dialect=self.endpoint.dialect,
-                prompt_version=prompt_version, endpoint=self.name, request=body,
-                response_text=completion.text, finish_reason=completion.finish_reason,
-                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                latency_ms=completion.latency_ms, replace=stale))
+            write = dict(key=key, model=self.endpoint.model, dialect=self.endpoint.dialect,
+                         prompt_version=prompt_version, endpoint=self.name, request=body,
+                         response_text=completion.text, finish_reason=completion.finish_reason,
+                         prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                         latency_ms=completion.latency_ms, replace=stale)
+            if cache_writes is not None:
+                cache_writes.append(write)
+            else:
+                await _maybe_await(self.cache.put_call(**write))
         return completion
 
     async def complete_prompt(self, prompt: Any, *, messages: list[dict] | None = None,
                               constrained: bool | None = None, prompt_version: str = "",
-                              use_cache: bool = True, validate: Callable[[str], bool] | None = None) -> Completion:
+                              use_cache: bool = True, validate: Callable[[str], bool] | None = None,
+                              cache_writes: list[dict] | None = None) -> Completion:
         """Send a ``labeler.prompts.Prompt`` (its messages, or ``messages`` for a format retry); only an
         answer its parser can use (``validate``, by default the prompt's parser) is cached. The pipeline asks
         every stage this way (``labeler.builtin.Answerer``)."""
         return await self.complete(messages or prompt.messages, schema=prompt.schema,
                                    schema_name=prompt.schema_name, constrained=constrained,
                                    prompt_version=prompt_version, use_cache=use_cache,
-                                   validate=validate or (lambda text: prompt.parse(text).usable))
+                                   validate=validate or (lambda text: prompt.parse(text).usable),
+                                   cache_writes=cache_writes)
 
     def _wait(self, state: RetryCallState, deadline_at: float | None = None) -> float:
         """Retry-After when the server gave one, else full-jitter exponential backoff; never past the

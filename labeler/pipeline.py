@@ -108,11 +108,13 @@ class _Tally:
         return UserCounters(**{k: (float(x) if k == "latency_ms" else int(x)) for k, x in v.items()})
 
 
-async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseResult, list[str], str, int]:
+async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally,
+               cache_writes: list[dict]) -> tuple[ParseResult, list[str], str, int]:
     """Ask, parse, and (once) ask again when the answer is unusable.
 
     Returns (result, cache keys of the calls, why, HTTP calls made); ``result.usable`` is False when every
-    try was unusable, and the caller falls back.
+    try was unusable, and the caller falls back. The usable answer's cache row goes to ``cache_writes``,
+    for the caller to store with the stage (one transaction).
 
     A retry is triggered only by the answer's form (no JSON, nothing allowed left, cut off by max_tokens),
     never by its content compared with any ground truth.
@@ -121,16 +123,23 @@ async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseR
     version = prompts.version_tag(s.prompt_version)
     messages, keys, invalid, calls, reason = prompt.messages, [], 0, 0, ""
 
+    parsed: dict[str, ParseResult] = {}  # the client's usability check and this loop parse each text once
+
+    def parse(text: str) -> ParseResult:
+        if text not in parsed:
+            parsed[text] = prompt.parse(text, score_scale=s.score_scale)
+        return parsed[text]
+
     def usable(text: str) -> bool:  # only answers this parser can use are cached (and are cache hits)
-        return prompt.parse(text, score_scale=s.score_scale).usable
+        return parse(text).usable
 
     for attempt in range(1 + s.format_retries):
         completion = await ctx.client.complete_prompt(prompt, messages=messages, prompt_version=version,
-                                                      validate=usable)
+                                                      validate=usable, cache_writes=cache_writes)
         tally.call(completion)
         keys.append(completion.key)
         calls += 0 if completion.cache_hit else 1
-        result = prompt.parse(completion.text, score_scale=s.score_scale)
+        result = replace(parse(completion.text))
         if completion.truncated:  # its last value is a fragment, not an invention: not counted
             reason = "cut off at max_tokens"
         elif not result.usable:
@@ -156,7 +165,8 @@ async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, ta
         return StageReport(stage, part, out["values"], out.get("scores", {}), previous.invalid_count,
                            previous.used_fallback, out.get("reason", ""), 0, resumed=True,
                            profile=out.get("profile"))
-    result, keys, reason, calls = await _ask(ctx, prompt, tally)
+    cache_writes: list[dict] = []
+    result, keys, reason, calls = await _ask(ctx, prompt, tally, cache_writes)
     used_fallback = not result.usable
     if used_fallback:
         values, scores = fallback()
@@ -169,7 +179,8 @@ async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, ta
         output["profile"] = result.profile if result.usable else None
     tally.values["invalid_ids"] += result.invalid_count
     ctx.store.save_stage(run_id, user_idx, stage, output, part=part, parser_version=PARSER_VERSION,
-                         call_keys=keys, used_fallback=used_fallback, invalid_count=result.invalid_count)
+                         call_keys=keys, used_fallback=used_fallback, invalid_count=result.invalid_count,
+                         calls=cache_writes)
     return StageReport(stage, part, values, scores, result.invalid_count, used_fallback, reason, calls,
                        profile=output.get("profile"))
 

@@ -59,6 +59,8 @@ class Answerer(Protocol):
                               prompt_version: str = "", validate: Callable[[str], bool] | None = None,
                               cache_writes: list[dict] | None = None) -> Completion: ...
 
+    async def prefetch_prompts(self, prompts: list[Prompt], *, prompt_version: str = "") -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -163,6 +165,9 @@ class BuiltinAnswerer:
 
     async def aclose(self) -> None:
         return None
+
+    async def prefetch_prompts(self, prompts: list[Prompt], *, prompt_version: str = "") -> None:
+        return None  # no cache to look in
 
     async def complete_prompt(self, prompt: Prompt, *, messages: list[dict] | None = None,
                               prompt_version: str = "", validate: Callable[[str], bool] | None = None,

@@ -235,6 +235,7 @@ class LLMClient:
         self._semaphore = asyncio.Semaphore(endpoint.concurrency)
         self._spacer = RateSpacer(endpoint.requests_per_minute)
         self.http_requests = 0  # attempts actually sent, for stats
+        self._prefetched: dict[str, Any] = {}  # key -> cached row (or None: not cached), see prefetch_prompts
 
     @classmethod
     def from_settings(cls, settings: Settings, endpoint_name: str | None = None, *,
@@ -276,6 +277,27 @@ class LLMClient:
             body["response_format"] = fmt
         return body
 
+    def _body_and_key(self, messages: list[dict], *, schema: dict | None, schema_name: str = "answer",
+                      constrained: bool | None = None, temperature: float | None = None,
+                      max_tokens: int | None = None, prompt_version: str = "") -> tuple[dict, str]:
+        body = self.build_request(messages, schema=schema, schema_name=schema_name, constrained=constrained,
+                                  temperature=temperature, max_tokens=max_tokens)
+        params = {"temperature": body["temperature"], "max_tokens": body["max_tokens"]}
+        return body, cache_key(self.endpoint.model, self.endpoint.dialect, messages, body.get("response_format"),
+                               params, prompt_version)
+
+    async def prefetch_prompts(self, prompts: list[Any], *, prompt_version: str = "") -> None:
+        """Look several prompts up in the cache with one query (a user's stage-4 calls, asked together), so
+        that :meth:`complete_prompt` of each finds its row without a query of its own. Only the last batch is
+        kept; a row is used once. Without a cache that has ``get_calls`` this does nothing."""
+        get_calls = getattr(self.cache, "get_calls", None)
+        if get_calls is None or not prompts:
+            return
+        keys = [self._body_and_key(p.messages, schema=p.schema, schema_name=p.schema_name,
+                                   prompt_version=prompt_version)[1] for p in prompts]
+        rows = await _maybe_await(get_calls(keys))
+        self._prefetched = {key: rows.get(key) for key in keys}
+
     async def complete(self, messages: list[dict], *, schema: dict | None = None, schema_name: str = "answer",
                        constrained: bool | None = None, temperature: float | None = None,
                        max_tokens: int | None = None, prompt_version: str = "",
@@ -286,14 +308,14 @@ class LLMClient:
         ``cache_writes``: a usable answer's cache row is appended there (``put_call``'s keyword arguments)
         instead of written at once, for a caller that stores it with its own write (the pipeline, with the
         stage it belongs to: one transaction instead of two)."""
-        body = self.build_request(messages, schema=schema, schema_name=schema_name, constrained=constrained,
-                                  temperature=temperature, max_tokens=max_tokens)
-        params = {"temperature": body["temperature"], "max_tokens": body["max_tokens"]}
-        key = cache_key(self.endpoint.model, self.endpoint.dialect, messages, body.get("response_format"),
-                        params, prompt_version)
+        body, key = self._body_and_key(messages, schema=schema, schema_name=schema_name, constrained=constrained,
+                                       temperature=temperature, max_tokens=max_tokens, prompt_version=prompt_version)
         stale = False  # a stored answer that is not usable: asked again, and replaced by a usable one
         if self.cache is not None and use_cache:
-            row = await _maybe_await(self.cache.get_call(key))
+            if key in self._prefetched:
+                row = self._prefetched.pop(key)
+            else:
+                row = await _maybe_await(self.cache.get_call(key))
             if row is not None and usable_answer(row.response_text, row.finish_reason, validate):
                 return Completion(row.response_text, row.finish_reason, row.prompt_tokens or 0,
                                   row.completion_tokens or 0, row.latency_ms or 0.0, attempts=0,

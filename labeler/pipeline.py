@@ -152,12 +152,18 @@ async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally,
     return ParseResult(values=[], invalid_count=invalid, reason=reason), keys, reason, calls
 
 
+def _resumable(stored: dict, stage: str, part: str) -> bool:
+    """Is this stage's stored outcome the one to use (parsed by this parser version)?"""
+    previous = stored.get((stage, part))
+    return previous is not None and previous.parser_version == PARSER_VERSION
+
+
 async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, tally: _Tally,
                  stage: str, part: str, prompt: Prompt, fallback: Callable[[], tuple[list[str], dict]],
                  ) -> StageReport:
     """Run (or resume) one stage and store its outcome: values (+scores), fallback flag, invalid count."""
-    previous = stored.get((stage, part))
-    if previous is not None and previous.parser_version == PARSER_VERSION:
+    if _resumable(stored, stage, part):
+        previous = stored[(stage, part)]
         out = previous.output
         if previous.used_fallback:
             tally.values["fallbacks"] += 1
@@ -289,18 +295,22 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
     reports.append(r)
     chosen_subs = [sub for sub in r.values if space.candidates.get(sub)]
 
-    # Stage 4: items inside each chosen subcategory, all subcategories at once.
-    async def items_of(sub: str) -> StageReport:
+    # Stage 4: items inside each chosen subcategory, all subcategories at once: prompts built first, their
+    # cache rows looked up in one query, then asked concurrently.
+    def stage4_prompt(sub: str) -> tuple[Prompt, Callable[[], tuple[list[str], dict]]]:
         cands = space.candidates[sub][: s.max_candidates_per_subcategory]
         ctx.space.evidence.prefetch(c.item_idx for c in cands)  # one batched search for what is shown
         k = min(s.items_per_subcategory, len(cands))
         shown = _shown_order(list(cands), space.user_id, sub, s.shuffle_candidates)
         prompt = prompts.items_prompt(user, names.get(sub, sub), [_view(c) for c in shown], k,
                                       constrained=constrained, evidence_k=ctx.settings.retrieval.evidence_k)
-        return await _stage(ctx, run_id, user_idx, stored, tally, "items", sub, prompt,
-                            lambda: ([c.asin for c in cands[:k]], {}))
+        return prompt, lambda: ([c.asin for c in cands[:k]], {})
 
-    item_reports = await _all_or_nothing([items_of(sub) for sub in chosen_subs])
+    item_prompts = {sub: stage4_prompt(sub) for sub in chosen_subs}
+    to_ask = [p for sub, (p, _) in item_prompts.items() if not _resumable(stored, "items", sub)]
+    await ctx.client.prefetch_prompts(to_ask, prompt_version=prompts.version_tag(s.prompt_version))
+    item_reports = await _all_or_nothing([_stage(ctx, run_id, user_idx, stored, tally, "items", sub, prompt, fallback)
+                                          for sub, (prompt, fallback) in item_prompts.items()])
     reports.extend(item_reports)
 
     # Stage 5: global rerank over the merged preselection, fallback = the flattened preselection.

@@ -9,7 +9,7 @@ holding credential-looking fields is refused.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,6 +50,7 @@ def _insert(dialect: str, replace: bool):
 
 _INSERTS: dict[tuple[str, bool], sa.Insert] = {}
 _SELECT = sa.select(llm_calls).where(llm_calls.c.key == sa.bindparam("key"))
+_SELECT_MANY = sa.select(llm_calls).where(llm_calls.c.key.in_(sa.bindparam("keys", expanding=True)))
 
 
 def call_row(key: str, *, model: str, dialect: str, prompt_version: str, endpoint: str,
@@ -82,6 +83,14 @@ class RequestCache:
         if row is None:
             return None
         return CachedCall(**{**row._asdict(), "created_at": as_utc(row.created_at)})
+
+    def get_calls(self, keys: Sequence[str]) -> dict[str, CachedCall]:
+        """The cached rows of ``keys`` (those there are), in one query."""
+        if not keys:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(_SELECT_MANY, {"keys": list(dict.fromkeys(keys))}).all()
+        return {row.key: CachedCall(**{**row._asdict(), "created_at": as_utc(row.created_at)}) for row in rows}
 
     def put_call(self, key: str, *, model: str, dialect: str, prompt_version: str, endpoint: str,
                  request: Mapping[str, Any], response_text: str, finish_reason: str | None = None,

@@ -56,8 +56,10 @@ class Answerer(Protocol):
     """What the pipeline asks a stage through: ``labeler.client.LLMClient`` or a :class:`BuiltinAnswerer`."""
 
     async def complete_prompt(self, prompt: Prompt, *, messages: list[dict] | None = None,
-                              prompt_version: str = "", validate: Callable[[str], bool] | None = None
-                              ) -> Completion: ...
+                              prompt_version: str = "", validate: Callable[[str], bool] | None = None,
+                              cache_writes: list[dict] | None = None) -> Completion: ...
+
+    async def prefetch_prompts(self, prompts: list[Prompt], *, prompt_version: str = "") -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -167,10 +169,13 @@ class BuiltinAnswerer:
     async def aclose(self) -> None:
         return None
 
+    async def prefetch_prompts(self, prompts: list[Prompt], *, prompt_version: str = "") -> None:
+        return None  # no cache to look in
+
     async def complete_prompt(self, prompt: Prompt, *, messages: list[dict] | None = None,
-                              prompt_version: str = "", validate: Callable[[str], bool] | None = None
-                              ) -> Completion:
-        """The stage's answer as JSON text, like a model's (no HTTP, no cache)."""
+                              prompt_version: str = "", validate: Callable[[str], bool] | None = None,
+                              cache_writes: list[dict] | None = None) -> Completion:
+        """The stage's answer as JSON text, like a model's (no HTTP, no cache: ``cache_writes`` is left alone)."""
         started = time.perf_counter()
         text = json.dumps(self.answer(prompt), ensure_ascii=False)
         key = "builtin:" + hashlib.sha256(f"{self.endpoint}|{self.kind}|{self.precision}|{text}".encode()).hexdigest()

@@ -48,6 +48,7 @@ RETRY_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER_S = 300.0  # a server asking for more than this is treated as asking for this
 # A 400/422 that says the prompt is too long is about this request, not about the endpoint.
 _TOO_LONG = re.compile(r"context length|context window|maximum context|too many tokens|too long", re.I)
+_JSON_HEADERS = {"Content-Type": "application/json"}  # the body is posted as ready-made JSON bytes
 # Keywords OpenAI strict mode does not accept; stripped for the ``openai`` dialect only.
 _OPENAI_UNSUPPORTED = ("minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum")
 
@@ -234,6 +235,7 @@ class LLMClient:
         self._semaphore = asyncio.Semaphore(endpoint.concurrency)
         self._spacer = RateSpacer(endpoint.requests_per_minute)
         self.http_requests = 0  # attempts actually sent, for stats
+        self._prefetched: dict[str, Any] = {}  # key -> cached row (or None: not cached), see prefetch_prompts
 
     @classmethod
     def from_settings(cls, settings: Settings, endpoint_name: str | None = None, *,
@@ -275,20 +277,45 @@ class LLMClient:
             body["response_format"] = fmt
         return body
 
-    async def complete(self, messages: list[dict], *, schema: dict | None = None, schema_name: str = "answer",
-                       constrained: bool | None = None, temperature: float | None = None,
-                       max_tokens: int | None = None, prompt_version: str = "",
-                       use_cache: bool = True, validate: Callable[[str], bool] | None = None) -> Completion:
-        """One chat completion: from the cache when the same request was answered usably before, else over
-        HTTP. ``validate(text)`` says whether an answer is usable (see :func:`usable_answer`)."""
+    def _body_and_key(self, messages: list[dict], *, schema: dict | None, schema_name: str = "answer",
+                      constrained: bool | None = None, temperature: float | None = None,
+                      max_tokens: int | None = None, prompt_version: str = "") -> tuple[dict, str]:
         body = self.build_request(messages, schema=schema, schema_name=schema_name, constrained=constrained,
                                   temperature=temperature, max_tokens=max_tokens)
         params = {"temperature": body["temperature"], "max_tokens": body["max_tokens"]}
-        key = cache_key(self.endpoint.model, self.endpoint.dialect, messages, body.get("response_format"),
-                        params, prompt_version)
+        return body, cache_key(self.endpoint.model, self.endpoint.dialect, messages, body.get("response_format"),
+                               params, prompt_version)
+
+    async def prefetch_prompts(self, prompts: list[Any], *, prompt_version: str = "") -> None:
+        """Look several prompts up in the cache with one query (a user's stage-4 calls, asked together), so
+        that :meth:`complete_prompt` of each finds its row without a query of its own. Only the last batch is
+        kept; a row is used once. Without a cache that has ``get_calls`` this does nothing."""
+        get_calls = getattr(self.cache, "get_calls", None)
+        if get_calls is None or not prompts:
+            return
+        keys = [self._body_and_key(p.messages, schema=p.schema, schema_name=p.schema_name,
+                                   prompt_version=prompt_version)[1] for p in prompts]
+        rows = await _maybe_await(get_calls(keys))
+        self._prefetched = {key: rows.get(key) for key in keys}
+
+    async def complete(self, messages: list[dict], *, schema: dict | None = None, schema_name: str = "answer",
+                       constrained: bool | None = None, temperature: float | None = None,
+                       max_tokens: int | None = None, prompt_version: str = "",
+                       use_cache: bool = True, validate: Callable[[str], bool] | None = None,
+                       cache_writes: list[dict] | None = None) -> Completion:
+        """One chat completion: from the cache when the same request was answered usably before, else over
+        HTTP. ``validate(text)`` says whether an answer is usable (see :func:`usable_answer`).
+        ``cache_writes``: a usable answer's cache row is appended there (``put_call``'s keyword arguments)
+        instead of written at once, for a caller that stores it with its own write (the pipeline, with the
+        stage it belongs to: one transaction instead of two)."""
+        body, key = self._body_and_key(messages, schema=schema, schema_name=schema_name, constrained=constrained,
+                                       temperature=temperature, max_tokens=max_tokens, prompt_version=prompt_version)
         stale = False  # a stored answer that is not usable: asked again, and replaced by a usable one
         if self.cache is not None and use_cache:
-            row = await _maybe_await(self.cache.get_call(key))
+            if key in self._prefetched:
+                row = self._prefetched.pop(key)
+            else:
+                row = await _maybe_await(self.cache.get_call(key))
             if row is not None and usable_answer(row.response_text, row.finish_reason, validate):
                 return Completion(row.response_text, row.finish_reason, row.prompt_tokens or 0,
                                   row.completion_tokens or 0, row.latency_ms or 0.0, attempts=0,
@@ -298,24 +325,29 @@ class LLMClient:
         completion.key = key
         if self.cache is not None and use_cache and usable_answer(completion.text, completion.finish_reason,
                                                                   validate):
-            await _maybe_await(self.cache.put_call(
-                key=key, model=self.endpoint.model, dialect=self.endpoint.dialect,
-                prompt_version=prompt_version, endpoint=self.name, request=body,
-                response_text=completion.text, finish_reason=completion.finish_reason,
-                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                latency_ms=completion.latency_ms, replace=stale))
+            write = dict(key=key, model=self.endpoint.model, dialect=self.endpoint.dialect,
+                         prompt_version=prompt_version, endpoint=self.name, request=body,
+                         response_text=completion.text, finish_reason=completion.finish_reason,
+                         prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                         latency_ms=completion.latency_ms, replace=stale)
+            if cache_writes is not None:
+                cache_writes.append(write)
+            else:
+                await _maybe_await(self.cache.put_call(**write))
         return completion
 
     async def complete_prompt(self, prompt: Any, *, messages: list[dict] | None = None,
                               constrained: bool | None = None, prompt_version: str = "",
-                              use_cache: bool = True, validate: Callable[[str], bool] | None = None) -> Completion:
+                              use_cache: bool = True, validate: Callable[[str], bool] | None = None,
+                              cache_writes: list[dict] | None = None) -> Completion:
         """Send a ``labeler.prompts.Prompt`` (its messages, or ``messages`` for a format retry); only an
         answer its parser can use (``validate``, by default the prompt's parser) is cached. The pipeline asks
         every stage this way (``labeler.builtin.Answerer``)."""
         return await self.complete(messages or prompt.messages, schema=prompt.schema,
                                    schema_name=prompt.schema_name, constrained=constrained,
                                    prompt_version=prompt_version, use_cache=use_cache,
-                                   validate=validate or (lambda text: prompt.parse(text).usable))
+                                   validate=validate or (lambda text: prompt.parse(text).usable),
+                                   cache_writes=cache_writes)
 
     def _wait(self, state: RetryCallState, deadline_at: float | None = None) -> float:
         """Retry-After when the server gave one, else full-jitter exponential backoff; never past the
@@ -352,8 +384,12 @@ class LLMClient:
 
     async def _send(self, body: dict) -> Completion:
         attempts = 0
-        extra = {k: v for k, v in body.items() if k == "response_format"}
-        plain = {k: v for k, v in body.items() if k != "response_format"}
+        # Serialised once for all attempts, and posted as it is: ``chat.completions.create`` would walk the
+        # messages through the SDK's TypedDict transform and build pydantic models of the answer on every
+        # call (about a third of the client's CPU per request), for a body we have already built and an
+        # answer we read three fields of. The SDK still sends it (auth, headers, timeouts, status errors).
+        # llama.cpp's json_object+schema is sent verbatim this way too, never validated against OpenAI's types.
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         deadline_s = self.labeler.request_deadline_s
         margin = min(1.0, deadline_s / 10)  # an attempt with less time than this left is not worth starting
         clock: dict[str, float] = {}  # "deadline": set when the first attempt is sent (not while queueing)
@@ -384,12 +420,10 @@ class LLMClient:
                         started = time.perf_counter()
                         deadline_at = clock.setdefault("deadline", time.monotonic() + deadline_s)
                         budget = max(0.001, min(self.labeler.timeout_s, deadline_at - time.monotonic()))
-                        # response_format goes through extra_body so dialect-specific shapes (llama.cpp's
-                        # json_object+schema) are sent verbatim, not validated against OpenAI's types. The
-                        # outer timeout bounds the whole attempt (a server trickling bytes resets httpx's).
+                        # The outer timeout bounds the whole attempt (a server trickling bytes resets httpx's).
                         async with asyncio.timeout(budget):
-                            response = await self._sdk.chat.completions.create(**plain, extra_body=extra or None,
-                                                                               timeout=budget)
+                            raw = await self._sdk.post("/chat/completions", cast_to=bytes, content=content,
+                                                       options={"timeout": budget, "headers": _JSON_HEADERS})
                         latency_ms = (time.perf_counter() - started) * 1000
         except (openai.APIError, TimeoutError) as exc:
             if isinstance(exc, openai.APIStatusError) and not is_transient(exc):
@@ -399,19 +433,32 @@ class LLMClient:
             if attempts < self.transport.max_attempts:
                 msg += f" (request deadline labeler.request_deadline_s={deadline_s:g}s reached)"
             raise EndpointError(msg) from exc
-        if not response.choices:
-            raise EndpointError(f"{self.where} answered without choices")
-        choice = response.choices[0]
-        usage = response.usage
+        text, finish_reason, usage = self._read_answer(raw)
         return Completion(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            text=text,
+            finish_reason=finish_reason,
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
             latency_ms=latency_ms,
             attempts=attempts,
             cache_hit=False,
         )
+
+    def _read_answer(self, raw: bytes) -> tuple[str, str | None, dict]:
+        """(text, finish_reason, usage) of a chat-completions answer; EndpointError when it is not one."""
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise EndpointError(f"{self.where} answered with something that is not JSON: "
+                                f"{self._scrub(raw[:200].decode('utf-8', 'replace'))!r}") from None
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not choices:
+            raise EndpointError(f"{self.where} answered without choices")
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message") or {}
+        usage = answer.get("usage") or {}
+        return (str(message.get("content") or ""), choice.get("finish_reason"),
+                usage if isinstance(usage, dict) else {})
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -109,11 +109,13 @@ class _Tally:
         return UserCounters(**{k: (float(x) if k == "latency_ms" else int(x)) for k, x in v.items()})
 
 
-async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseResult, list[str], str, int]:
+async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally,
+               cache_writes: list[dict]) -> tuple[ParseResult, list[str], str, int]:
     """Ask, parse, and (once) ask again when the answer is unusable.
 
     Returns (result, cache keys of the calls, why, HTTP calls made); ``result.usable`` is False when every
-    try was unusable, and the caller falls back.
+    try was unusable, and the caller falls back. The usable answer's cache row goes to ``cache_writes``,
+    for the caller to store with the stage (one transaction).
 
     A retry is triggered only by the answer's form (no JSON, nothing allowed left, cut off by max_tokens),
     never by its content compared with any ground truth.
@@ -122,16 +124,23 @@ async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseR
     version = prompts.version_tag(s.prompt_version)
     messages, keys, invalid, calls, reason = prompt.messages, [], 0, 0, ""
 
+    parsed: dict[str, ParseResult] = {}  # the client's usability check and this loop parse each text once
+
+    def parse(text: str) -> ParseResult:
+        if text not in parsed:
+            parsed[text] = prompt.parse(text, score_scale=s.score_scale)
+        return parsed[text]
+
     def usable(text: str) -> bool:  # only answers this parser can use are cached (and are cache hits)
-        return prompt.parse(text, score_scale=s.score_scale).usable
+        return parse(text).usable
 
     for attempt in range(1 + s.format_retries):
         completion = await ctx.client.complete_prompt(prompt, messages=messages, prompt_version=version,
-                                                      validate=usable)
+                                                      validate=usable, cache_writes=cache_writes)
         tally.call(completion)
         keys.append(completion.key)
         calls += 0 if completion.cache_hit else 1
-        result = prompt.parse(completion.text, score_scale=s.score_scale)
+        result = replace(parse(completion.text))
         if completion.truncated:  # its last value is a fragment, not an invention: not counted
             reason = "cut off at max_tokens"
         elif not result.usable:
@@ -144,12 +153,18 @@ async def _ask(ctx: LabelContext, prompt: Prompt, tally: _Tally) -> tuple[ParseR
     return ParseResult(values=[], invalid_count=invalid, reason=reason), keys, reason, calls
 
 
+def _resumable(stored: dict, stage: str, part: str) -> bool:
+    """Is this stage's stored outcome the one to use (parsed by this parser version)?"""
+    previous = stored.get((stage, part))
+    return previous is not None and previous.parser_version == PARSER_VERSION
+
+
 async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, tally: _Tally,
                  stage: str, part: str, prompt: Prompt, fallback: Callable[[], tuple[list[str], dict]],
                  ) -> StageReport:
     """Run (or resume) one stage and store its outcome: values (+scores), fallback flag, invalid count."""
-    previous = stored.get((stage, part))
-    if previous is not None and previous.parser_version == PARSER_VERSION:
+    if _resumable(stored, stage, part):
+        previous = stored[(stage, part)]
         out = previous.output
         if previous.used_fallback:
             tally.values["fallbacks"] += 1
@@ -157,7 +172,8 @@ async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, ta
         return StageReport(stage, part, out["values"], out.get("scores", {}), previous.invalid_count,
                            previous.used_fallback, out.get("reason", ""), 0, resumed=True,
                            profile=out.get("profile"))
-    result, keys, reason, calls = await _ask(ctx, prompt, tally)
+    cache_writes: list[dict] = []
+    result, keys, reason, calls = await _ask(ctx, prompt, tally, cache_writes)
     used_fallback = not result.usable
     if used_fallback:
         values, scores = fallback()
@@ -170,7 +186,8 @@ async def _stage(ctx: LabelContext, run_id: str, user_idx: int, stored: dict, ta
         output["profile"] = result.profile if result.usable else None
     tally.values["invalid_ids"] += result.invalid_count
     ctx.store.save_stage(run_id, user_idx, stage, output, part=part, parser_version=PARSER_VERSION,
-                         call_keys=keys, used_fallback=used_fallback, invalid_count=result.invalid_count)
+                         call_keys=keys, used_fallback=used_fallback, invalid_count=result.invalid_count,
+                         calls=cache_writes)
     return StageReport(stage, part, values, scores, result.invalid_count, used_fallback, reason, calls,
                        profile=output.get("profile"))
 
@@ -282,18 +299,22 @@ async def label_user(ctx: LabelContext, run_id: str, user_idx: int) -> UserOutco
     reports.append(r)
     chosen_subs = [sub for sub in r.values if space.candidates.get(sub)]
 
-    # Stage 4: items inside each chosen subcategory, all subcategories at once.
-    async def items_of(sub: str) -> StageReport:
+    # Stage 4: items inside each chosen subcategory, all subcategories at once: prompts built first, their
+    # cache rows looked up in one query, then asked concurrently.
+    def stage4_prompt(sub: str) -> tuple[Prompt, Callable[[], tuple[list[str], dict]]]:
         cands = space.candidates[sub][: s.max_candidates_per_subcategory]
         ctx.space.evidence.prefetch(c.item_idx for c in cands)  # one batched search for what is shown
         k = min(s.items_per_subcategory, len(cands))
         shown = _shown_order(list(cands), space.user_id, sub, s.shuffle_candidates)
         prompt = prompts.items_prompt(user, names.get(sub, sub), [_view(c) for c in shown], k,
                                       constrained=constrained, evidence_k=ctx.settings.retrieval.evidence_k)
-        return await _stage(ctx, run_id, user_idx, stored, tally, "items", sub, prompt,
-                            lambda: ([c.asin for c in cands[:k]], {}))
+        return prompt, lambda: ([c.asin for c in cands[:k]], {})
 
-    item_reports = await _all_or_nothing([items_of(sub) for sub in chosen_subs])
+    item_prompts = {sub: stage4_prompt(sub) for sub in chosen_subs}
+    to_ask = [p for sub, (p, _) in item_prompts.items() if not _resumable(stored, "items", sub)]
+    await ctx.client.prefetch_prompts(to_ask, prompt_version=prompts.version_tag(s.prompt_version))
+    item_reports = await _all_or_nothing([_stage(ctx, run_id, user_idx, stored, tally, "items", sub, prompt, fallback)
+                                          for sub, (prompt, fallback) in item_prompts.items()])
     reports.extend(item_reports)
 
     # Stage 5: global rerank over the merged preselection, fallback = the flattened preselection.

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from coldlabel.data.workspace import PATH_SEP, Item
-from retrieval.index import flat_index
+from retrieval.index import flat_index, one_thread_if_small
 
 TITLE_CHARS = 80
 PATH_LEVELS = 2
@@ -50,7 +50,8 @@ class Evidence:
         k = min(self.k + 1, self.index.ntotal)  # +1: the item itself is usually its own nearest neighbour
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            scores, ids = self.index.search(self.vectors[chunk], k)
+            with one_thread_if_small(len(chunk)):
+                scores, ids = self.index.search(self.vectors[chunk], k)
             for item, row_s, row_i in zip(chunk, scores, ids):
                 picked = [int(j) for s, j in zip(row_s, row_i) if j >= 0 and j != item and s > self.min_sim]
                 self._cache[item] = tuple(picked[:self.k])

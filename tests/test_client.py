@@ -344,6 +344,44 @@ def test_an_unusable_row_already_cached_is_asked_again_and_replaced():
     assert cache.puts[-1]["replace"] is True and PROMPT.parse(cache.rows[key].response_text).usable
 
 
+def test_prefetched_prompts_are_answered_from_one_lookup_and_deferred_writes_are_handed_back():
+    """``prefetch_prompts`` looks every prompt up with one ``get_calls``; each ``complete_prompt`` then uses
+    its row (a hit, or a known miss) without a lookup of its own. With ``cache_writes`` the usable answer's
+    row is handed back for the caller's transaction instead of written."""
+    class CountingCache(DictCache):
+        def __init__(self):
+            super().__init__()
+            self.lookups: list = []
+
+        def get_call(self, key):
+            self.lookups.append(key)
+            return super().get_call(key)
+
+        def get_calls(self, keys):
+            self.lookups.append(tuple(keys))
+            return {k: self.rows[k] for k in keys if k in self.rows}
+
+    other = prompts.items_prompt(USER, "Beauty > Skin Care > Eyes", CANDS, 2)
+    cache = CountingCache()
+    with FakeLLMServer() as srv:
+        ask(make_client(srv.base_url, cache=cache), validate=validate)
+        cache.lookups.clear()
+
+        async def both(client: LLMClient, writes: list) -> list:
+            async with client:
+                await client.prefetch_prompts([PROMPT, other], prompt_version="t")
+                return [await client.complete_prompt(p, prompt_version="t", cache_writes=writes)
+                        for p in (PROMPT, other)]
+
+        writes: list[dict] = []
+        hit, miss = asyncio.run(both(make_client(srv.base_url, cache=cache), writes))
+        assert srv.request_count == 2
+    assert len(cache.lookups) == 1 and len(cache.lookups[0]) == 2  # one query for both, none after
+    assert hit.cache_hit and not miss.cache_hit
+    assert [w["key"] for w in writes] == [miss.key] and miss.key not in cache.rows  # handed back, not written
+    assert writes[0]["replace"] is False and writes[0]["request"]["messages"] == other.messages
+
+
 def test_failed_calls_are_not_cached():
     cache = DictCache()
     with FakeLLMServer(default=Reply("status", status=500)) as srv:

@@ -60,6 +60,28 @@ def test_put_and_get_call(store):
     assert got.created_at.tzinfo is not None
 
 
+def test_get_calls_finds_many_keys_in_one_query_and_a_stage_stores_its_calls_with_it(store):
+    """get_calls returns the cached rows of the keys there are; save_stage(calls=...) stores the cache rows
+    in the stage's transaction, with put_call's rules (a key already there is kept unless replace)."""
+    assert store.get_calls([]) == {}
+    store.put_call(key_of("a"), **CALL, response_text="A")
+    run = new_run(store, users=1)
+    store.save_stage(run.id, 0, "profile", {"values": []}, call_keys=[key_of("a"), key_of("b")],
+                     calls=[dict(key=key_of("a"), **CALL, response_text="A2"),
+                            dict(key=key_of("b"), **CALL, response_text="B", prompt_tokens=3)])
+    got = store.get_calls([key_of("a"), key_of("b"), key_of("c"), key_of("a")])
+    assert sorted(got) == sorted([key_of("a"), key_of("b")])
+    assert got[key_of("a")].response_text == "A" and got[key_of("b")].prompt_tokens == 3
+    assert store.load_stages(run.id, 0)[("profile", "")].call_keys == [key_of("a"), key_of("b")]
+    store.save_stage(run.id, 0, "profile", {"values": []}, calls=[dict(key=key_of("a"), **CALL, response_text="A3",
+                                                                       replace=True)])
+    assert store.get_call(key_of("a")).response_text == "A3"
+    with pytest.raises(ValueError, match="credentials"):
+        store.save_stage(run.id, 0, "profile", {"values": []},
+                         calls=[dict(key=key_of("d"), **{**CALL, "request": {"api_key": "x"}}, response_text="D")])
+    assert store.get_call(key_of("d")) is None
+
+
 def test_put_call_twice_keeps_first_answer_and_one_row(store):
     key = key_of("b")
     assert store.put_call(key, **CALL, response_text="first") is True

@@ -11,9 +11,11 @@ from dataclasses import asdict
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from coldlabel.errors import StoreError
-from coldlabel.store.engine import as_utc, check_choice, dialect_insert, json_safe, now_utc
+from coldlabel.store.cache import call_row, insert_call
+from coldlabel.store.engine import as_utc, check_choice, json_safe, now_utc
 from coldlabel.store.records import Edge, EdgeRow, StageRecord, Triplet, TripletRow
 from coldlabel.store.schema import LABEL_STAGES, edges, run_users, stage_results, triplets
 
@@ -36,21 +38,42 @@ def _no_duplicates(what: str, keys: list, run_id: str, user_idx: int) -> None:
         raise ValueError(f"run {run_id} user_idx {user_idx}: duplicate {what} {dups[:5]} in save_labels")
 
 
+_UPSERTS: dict[str, sa.Insert] = {}
+_STAGE_KEY = ("run_id", "user_idx", "stage", "part")
+
+
+def _upsert_stage(dialect: str):
+    """INSERT .. ON CONFLICT DO UPDATE of one stage row, values bound at execute time; built once per
+    dialect (building it per call cost more CPU than the write)."""
+    if dialect not in _UPSERTS:
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(stage_results)
+        _UPSERTS[dialect] = insert.on_conflict_do_update(
+            index_elements=list(_STAGE_KEY),
+            set_={c.name: insert.excluded[c.name] for c in stage_results.c if c.name not in _STAGE_KEY})
+    return _UPSERTS[dialect]
+
+
 class LabelRepository:
     """Mixin of :class:`coldlabel.store.Store`: ``stage_results``, ``edges`` and ``triplets``."""
 
     def save_stage(self, run_id: str, user_idx: int, stage: str, output: Any, *, part: str = "",
                    parser_version: str = "", call_keys: Sequence[str] = (), used_fallback: bool = False,
-                   invalid_count: int = 0) -> None:
-        """Store (or replace) one stage's parsed output for a user, so a resume can skip the stage."""
+                   invalid_count: int = 0, calls: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Store (or replace) one stage's parsed output for a user, so a resume can skip the stage.
+
+        ``calls``: the answers behind it to cache, each as :meth:`put_call`'s keyword arguments, stored in
+        the same transaction (one write per stage instead of one per call plus one per stage), with
+        ``put_call``'s checks and meaning (a key already cached is kept unless ``replace``)."""
         check_choice("stage", stage, LABEL_STAGES)
         values = dict(run_id=run_id, user_idx=user_idx, stage=stage, part=part, parser_version=parser_version,
                       call_keys=list(call_keys), output=json_safe(f"stage {stage!r} output", output),
                       used_fallback=bool(used_fallback), invalid_count=int(invalid_count), created_at=now_utc())
-        replace = {k: v for k, v in values.items() if k not in ("run_id", "user_idx", "stage", "part")}
+        rows = [(call_row(**{k: v for k, v in call.items() if k != "replace"}), bool(call.get("replace")))
+                for call in calls]
         with self._write() as conn:
-            conn.execute(dialect_insert(conn, stage_results).values(**values).on_conflict_do_update(
-                index_elements=["run_id", "user_idx", "stage", "part"], set_=replace))
+            for row, replace in rows:
+                insert_call(conn, row, replace)
+            conn.execute(_upsert_stage(conn.dialect.name), values)
 
     def load_stages(self, run_id: str, user_idx: int) -> dict[tuple[str, str], StageRecord]:
         """(stage, part) -> result; ``part`` is '' except for stage 'items' (the subcategory id)."""

@@ -149,13 +149,13 @@ def step_label(settings: Settings, store: Store, dataset: str, labeler: Labeler,
 
 
 def train_progress() -> Progress:
-    return Progress(TextColumn("{task.description:<16}"), BarColumn(bar_width=12), MofNCompleteColumn(),
+    return Progress(TextColumn("{task.description:<24}"), BarColumn(bar_width=12), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console)
 
 
-def step_train(settings: Settings, job: TrainJob) -> list[GroupResult]:
+def step_train(settings: Settings, job: TrainJob, labels: str = "") -> list[GroupResult]:
     with train_progress() as bar:
-        progress = TrainProgress(bar)
+        progress = TrainProgress(bar, labels)
         return run_train(job, settings, Events(progress.before_run, progress.on_run, progress.hook))
 
 
@@ -219,8 +219,8 @@ def run_job(ctx: typer.Context, opts: RunOptions, extra: list[str] | None = None
 
     console.rule(f"[bold]4/5 train E0, TwoTower, and E3 on each labeler's labels · seeds {list(opts.seeds)}")
     step_train(settings, TrainJob(opts.dataset, ("E0", "TwoTower"), opts.seeds, epochs=opts.epochs))
-    for run_id in runs.values():
-        step_train(settings, TrainJob(opts.dataset, ("E3",), opts.seeds, run_id=run_id, epochs=opts.epochs))
+    for name, run_id in runs.items():
+        step_train(settings, TrainJob(opts.dataset, ("E3",), opts.seeds, run_id=run_id, epochs=opts.epochs), name)
 
     console.rule("[bold]5/5 report")
     path = build_report(settings, opts.dataset, list(runs.values()), name=f"run-{opts.dataset}")

@@ -21,13 +21,14 @@ app = typer.Typer(add_completion=False)
 class TrainProgress:
     """One bar per (setting, seed): steps over all epochs, then the last epoch's loss terms and val NDCG."""
 
-    def __init__(self, bar: Progress) -> None:
+    def __init__(self, bar: Progress, labels: str = "") -> None:
         self.bar = bar
+        self.labels = f" · {labels}" if labels else ""  # whose labels E1-E3 train on, when several runs are trained
         self.task = None
         self.trained = self.reused = 0
 
     def before_run(self, setting: str, seed: int) -> None:
-        self.task = self.bar.add_task(f"{setting} seed {seed}", total=None, note="")
+        self.task = self.bar.add_task(f"{setting}{self.labels} seed {seed}", total=None, note="")
 
     def hook(self, event: str, info: dict) -> None:
         if event == "start":

@@ -505,3 +505,25 @@ def test_a_builtin_labeler_runs_through_the_workers_as_inline(service):
     assert expected[0] and labels(service["store"], run_id) == expected
     assert service["store"].get_run(run_id).config["labeler"]["oracle_precision"] == 0.9
     assert run_status_after_settling(service["store"], run_id) == "done"
+
+
+def test_coldlabel_run_sends_the_llm_users_through_the_queue_when_a_broker_is_configured(service):
+    """`coldlabel run` with workers.broker_url set: the LLM users are labeled by a real worker process (not
+    here), the command follows the run to its end, then trains E3 on those labels and writes the report."""
+    srv = service["server"](capacity=16, base_latency_s=0.01)
+    cfg = worker_config(service["tmp"] / "cfg.toml", service["root"], {"fake": srv.base_url})
+    service["worker"](cfg, "w1")
+    env = service["env_for"](cfg)
+    done = subprocess.run([*COLDLABEL, "run", "-d", "tiny", "--labelers", "llm,random", "--users", "8", "--seeds", "0",
+                           "--epochs", "1"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    store = service["store"]
+    llm_run = next(r for r in store.list_runs(dataset="tiny") if r.endpoint == "fake")
+    users = [store.get_user(llm_run.id, u) for u in store.users_by_status(llm_run.id)["done"]]
+    assert len(users) == 8 and {u.worker.split("@")[0] for u in users} == {"w1"}
+    assert srv.request_count > 0 and "enqueued 8 users" in done.stdout
+    random_run = next(r for r in store.list_runs(dataset="tiny") if r.endpoint == "random")
+    assert all(not store.get_user(random_run.id, u).worker.startswith("w1")
+               for u in store.users_by_status(random_run.id)["done"])
+    assert (service["root"] / "tiny" / "experiments" / llm_run.id / "results.json").exists()
+    assert "cold / warm Recall@20" in done.stdout

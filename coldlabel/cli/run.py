@@ -189,7 +189,7 @@ class RunOptions:
     labelers: str = DEFAULT_LABELERS
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int | None = None
-    queue: bool = False
+    inline: bool = False         # True: label here even when a broker is configured
     seed: int = 0
 
 
@@ -215,7 +215,7 @@ def run_job(ctx: typer.Context, opts: RunOptions, extra: list[str] | None = None
     runs: dict[str, str] = {}
     for lb in chosen:
         runs[lb.name] = step_label(settings_with(lb.overrides), store, opts.dataset, lb, opts.users,
-                                   inline=not opts.queue)
+                                   inline=opts.inline)
 
     console.rule(f"[bold]4/5 train E0, TwoTower, and E3 on each labeler's labels · seeds {list(opts.seeds)}")
     step_train(settings, TrainJob(opts.dataset, ("E0", "TwoTower"), opts.seeds, epochs=opts.epochs))
@@ -242,13 +242,14 @@ def run_command(
                                       "oracle@P (synthetic data only), or any configured endpoint."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Training seeds."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Training epochs (default trainer.epochs)."),
-    queue: bool = typer.Option(False, "--queue", help="Label through the Celery queue (workers.broker_url, "
-                                                      "workers started apart); default: inline, here."),
+    inline: bool = typer.Option(False, "--inline", help="Label here even when workers.broker_url is set (by "
+                                                        "default users go through the queue when a broker is "
+                                                        "configured, and are labeled here when none is)."),
     seed: int = typer.Option(0, "--seed", help="Synthesis seed (with --preset)."),
     extra: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value (repeatable)."),
 ) -> None:
     if not (dataset or preset):
         raise ConfigError("name the workspace with --dataset (or give --preset)")
     opts = RunOptions(dataset or preset, preset, raw, users_option(users), labelers,
-                      tuple(int_list(seeds, "--seeds")), epochs, queue, seed)
+                      tuple(int_list(seeds, "--seeds")), epochs, inline, seed)
     run_job(ctx, opts, extra)

@@ -89,6 +89,7 @@ class LabelerSettings(_Section):
     max_fallback_share: float = Field(0.5, ge=0, le=1)
     seed: int = 0  # the builtin labelers' picks (random, oracle)
     oracle_precision: float = Field(0.6, ge=0, le=1)  # the oracle's chance of a planted-taste pick
+    user_order: Literal["index", "recent"] = "index"  # which N users `--users N` takes (see defaults.toml)
 
 
 class TransportSettings(_Section):

@@ -53,7 +53,9 @@ def check_dataset(settings: Settings, run: Run) -> None:
 def dataset_users(settings: Settings, dataset: str, limit: int | None = None,
                   only: Sequence[int] | None = None) -> list[tuple[int, str]]:
     """(user_idx, user_id) of the users with a training history, by index (``CandidateSpace.users()``):
-    the first ``limit`` of them, or those of ``only`` (a user without a history is refused by name)."""
+    ``limit`` of them, or those of ``only`` (a user without a history is refused by name). Which ``limit``
+    users follows ``labeler.user_order``: the first by index (= first appearance in time: the earliest
+    users, who rarely come back), or the most recently active, the ones whose future a label can change."""
     ws = Workspace.of(settings.data.root, dataset)
     ids = ws.user_ids
     users = sorted(u for u, seq in ws.sequences.items() if seq)
@@ -64,7 +66,12 @@ def dataset_users(settings: Settings, dataset: str, limit: int | None = None,
             raise RunError(f"dataset {dataset!r}: user(s) {missing[:5]} have no training history to label")
         users = sorted(set(only))
     if limit is not None:
-        users = users[:limit]
+        if settings.labeler.user_order == "recent" and only is None:
+            last: dict[int, int] = {}
+            for r in ws.train:
+                last[r.user_idx] = max(last.get(r.user_idx, 0), r.ts)
+            users = sorted(users, key=lambda u: (-last.get(u, 0), u))
+        users = sorted(users[:limit])
     return [(u, ids[u]) for u in users]
 
 

@@ -14,6 +14,7 @@ from coldlabel.config import load_settings
 from coldlabel.data.workspace import Workspace
 from coldlabel.errors import ConfigError
 from coldlabel.store import Store
+from labeler.runs import dataset_users
 from tests.support.datasets import copy_dataset, train_config_file
 
 LABELERS = "random,two_tower,oracle@0.9"
@@ -128,3 +129,23 @@ def test_demo_labels_with_the_real_local_llm_and_trains_on_its_labels(local_llm,
     assert store.run_progress(llm_run.id).totals.llm_calls > 0
     assert (root / "tiny" / "experiments" / llm_run.id / "results.json").exists()
     assert "llm" in result.output and "cold / warm Recall@20" in result.output
+
+
+def test_run_labels_the_most_recently_active_users(ran):
+    """`--users N` in run takes the N users whose last training interaction is latest (labeler.user_order =
+    recent), not the earliest users by index; `label start` keeps the index order unless told."""
+    root, config, _ = ran
+    settings = load_settings(config, ["labeler.user_order=recent"], environ={})
+    ws = Workspace.of(root, "tiny")
+    last: dict[int, int] = {}
+    for r in ws.train:
+        last[r.user_idx] = max(last.get(r.user_idx, 0), r.ts)
+    with_history = [u for u, seq in ws.sequences.items() if seq]
+    cutoff = sorted((last[u] for u in with_history), reverse=True)[19]
+    chosen = [u for u, _ in dataset_users(settings, "tiny", 20)]
+    assert len(chosen) == 20 and min(last[u] for u in chosen) >= cutoff
+    assert chosen != sorted(with_history)[:20]
+    assert [u for u, _ in dataset_users(load_settings(config, environ={}), "tiny", 20)] == sorted(with_history)[:20]
+    store = Store(settings.store_url())
+    run = next(r for r in store.list_runs(dataset="tiny") if r.endpoint == "random")
+    assert sorted(store.users_by_status(run.id)["done"]) == chosen

@@ -43,6 +43,9 @@ from trainer.results import mean_std, read_results, rows_of
 app = typer.Typer(add_completion=False)
 
 BUILTIN = ("random", "two_tower", "oracle")
+# run's starting values (a file, env var or --set still wins): label the users most recently active, the
+# ones whose next items a label can change, not the earliest ones by index
+RUN_DEFAULTS = ["labeler.user_order=recent"]
 DEFAULT_LABELERS = "llm,random,two_tower,oracle"
 
 
@@ -197,7 +200,7 @@ def run_job(ctx: typer.Context, opts: RunOptions, extra: list[str] | None = None
             command_defaults: list[str] | None = None) -> None:
     """The five steps; ``command_defaults`` sit under the config file, env vars and --set (the demo's caps)."""
     def settings_with(more: tuple[str, ...] = ()) -> Settings:
-        return settings_from(ctx, [*(extra or []), *more], command_defaults=command_defaults)
+        return settings_from(ctx, [*(extra or []), *more], command_defaults=[*RUN_DEFAULTS, *(command_defaults or [])])
 
     settings = settings_with()
     ws = Workspace.of(settings.data.root, opts.dataset)
@@ -236,7 +239,8 @@ def run_command(
                                                                 "tiny | small | beauty | health."),
     raw: Optional[Path] = typer.Option(None, "--raw", help="Your own Amazon-format reviews + meta files "
                                                            "(linked into the workspace; see README)."),
-    users: str = typer.Option("20", "--users", "-n", help="Users every labeler labels (the first N), or 'all'."),
+    users: str = typer.Option("20", "--users", "-n", help="Users every labeler labels (the N most recently "
+                                                          "active: labeler.user_order), or 'all'."),
     labelers: str = typer.Option(DEFAULT_LABELERS, "--labelers", "-l",
                                  help="Comma-separated: llm (labeler.endpoint), random, two_tower, oracle or "
                                       "oracle@P (synthetic data only), or any configured endpoint."),

@@ -108,11 +108,13 @@ def test_stage2_enum_schema_returns_only_allowed_categories(local_llm):
 
 
 @llm
-def test_stage4_twenty_candidates_returns_only_candidate_ids(local_llm):
+def test_stage4_twenty_candidates_returns_only_candidate_handles(local_llm):
+    """The schema's enum holds the prompt's handles (c1..c20); each maps back to one of the candidates."""
     prompt = prompts.items_prompt(USER, "Beauty > Skin Care > Lips > Lip Balm", CANDIDATES, 5)
     completion, result = run(local_llm, prompt)
     returned = raw_list(completion.text, "asins")
-    assert set(returned) <= {c.id for c in CANDIDATES} and len(returned) == 5  # minItems = maxItems = k
+    assert set(returned) <= set(prompt.answer_values) and len(returned) == 5  # minItems = maxItems = k
+    assert {prompt.item_of(h) for h in returned} <= {c.id for c in CANDIDATES}
     assert result.usable and result.invalid_count == 0
     assert completion.finish_reason == "stop"
 
@@ -122,7 +124,8 @@ def test_stage5_scores_are_in_range_and_ids_allowed(local_llm):
     prompt = prompts.rerank_prompt(USER, CANDIDATES[:8], 4)
     completion, result = run(local_llm, prompt)
     items = raw_list(completion.text, "items")
-    assert items and all(it["asin"] in prompt.allowed and it["score"] in (1, 2, 3, 4, 5) for it in items)
+    assert items and all(it["asin"] in prompt.answer_values and it["score"] in (1, 2, 3, 4, 5) for it in items)
+    assert {prompt.item_of(it["asin"]) for it in items} <= set(prompt.allowed)
     assert result.usable and set(result.scores) == set(result.values)
 
 

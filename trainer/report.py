@@ -43,6 +43,7 @@ SPLITS = ("cold", "warm")
 class RunPoint:
     """One labeling run in the "cold gain vs label precision" figure."""
     run_id: str
+    endpoint: str        # which labeler: the figure names points by it
     precision: float | None
     gain: float | None   # E3 − E0 cold Recall@20 (means over seeds)
 
@@ -163,7 +164,8 @@ def _gain_figure(points: list[RunPoint], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for p in points:
         ax.scatter(100 * p.precision, p.gain, color="#4f81bd")
-        ax.annotate(p.run_id, (100 * p.precision, p.gain), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(f"{p.endpoint} · {p.run_id[:12]}", (100 * p.precision, p.gain), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
     ax.axhline(0, color="#888888", linewidth=0.8)
     ax.set_xlabel("run's edges in planted taste leaves (%)")
     ax.set_ylabel("E3 − E0 cold Recall@20")
@@ -192,7 +194,7 @@ def _gain_points(rows: list[Row], stats: list[RunLabelStats]) -> list[RunPoint]:
     for s in stats:
         e3 = next((r.cell("cold", "recall@20") for r in rows if r.setting == "E3" and r.source == s.run_id), None)
         gain = e3["mean"] - e0["mean"] if e3 and e0 else None
-        points.append(RunPoint(s.run_id, s.taste_precision, gain))
+        points.append(RunPoint(s.run_id, s.endpoint, s.taste_precision, gain))
     return points
 
 

@@ -1,9 +1,19 @@
 """Shared fixtures. Services are real: PostgreSQL and Redis are started if down (tests/support/services.py)."""
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
+from filelock import FileLock
 
 from tests.support import services
+
+# Under pytest-xdist each process gets one math thread (torch, FAISS and numpy read these before they load):
+# two processes with a thread pool per core each would fight over the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 @pytest.fixture
@@ -60,12 +70,25 @@ def store(store_url):
 # ---- shared real datasets and the real local LLM ------------------------------------------------
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    """A data root holding the `tiny` synthetic dataset, prepared and retrieval-built (read-only: copy to modify)."""
+def tiny_root(tmp_path_factory, worker_id):
+    """A data root holding the `tiny` synthetic dataset, prepared and retrieval-built (read-only: copy to modify).
+
+    Built once per test session even when pytest-xdist runs several processes (the documented pattern: a
+    file lock in the directory all workers share); each process then works on its own copy, because tests
+    keep their SQLite stores under the data root."""
     from tests.support.datasets import build_tiny
 
     root = tmp_path_factory.mktemp("tiny-data")
-    build_tiny(root)
+    if worker_id == "master":  # one process: build in place (the parent of basetemp outlives the session)
+        build_tiny(root)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-data-shared"  # this session's, shared by its workers
+    with FileLock(f"{shared}.lock"):
+        if not (shared / ".built").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            build_tiny(shared)
+            (shared / ".built").touch()
+    shutil.copytree(shared / "tiny", root / "tiny")
     return root
 
 

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from coldlabel.cli.common import console, int_list, open_store, settings_from, users_option
 from coldlabel.cli.data import print_stats
 from coldlabel.cli.label import dispatch
 from coldlabel.cli.retrieval import build_with_progress
-from coldlabel.cli.train import TrainProgress
+from coldlabel.cli.train import TrainProgress, train_progress
 from coldlabel.config import Settings
 from coldlabel.data import synth
 from coldlabel.data.prepare import adopt_raw, prepare
@@ -149,11 +148,6 @@ def step_label(settings: Settings, store: Store, dataset: str, labeler: Labeler,
     console.print(f"{labeler.name}: {counts['edges']} pseudo edges, {counts['triplets']} triplets → "
                   f"{ws.root / 'labels' / run_id}; run report {path}")
     return run_id
-
-
-def train_progress() -> Progress:
-    return Progress(TextColumn("{task.description:<24}"), BarColumn(bar_width=12), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console)
 
 
 def step_train(settings: Settings, job: TrainJob, labels: str = "") -> list[GroupResult]:

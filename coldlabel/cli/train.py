@@ -18,6 +18,12 @@ from trainer.results import mean_std, rows_of
 app = typer.Typer(add_completion=False)
 
 
+def train_progress() -> Progress:
+    """The bars of :class:`TrainProgress` (also used by ``coldlabel run``)."""
+    return Progress(TextColumn("{task.description:<24}"), BarColumn(bar_width=12), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console)
+
+
 class TrainProgress:
     """One bar per (setting, seed): steps over all epochs, then the last epoch's loss terms and val NDCG."""
 
@@ -101,9 +107,7 @@ def train_command(
     settings = settings_from(ctx)
     names = tuple(s.strip() for s in settings_.split(",") if s.strip())
     job = TrainJob(dataset, names, tuple(int_list(seeds, "--seeds")), run, labels_tsv, epochs)
-    columns = (TextColumn("{task.description:<16}"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[note]}"))
-    with Progress(*columns, console=console) as bar:
+    with train_progress() as bar:
         progress = TrainProgress(bar)
         groups = run_train(job, settings, Events(progress.before_run, progress.on_run, progress.hook, _labels_line))
     console.print(summary_table(groups))

@@ -35,7 +35,7 @@ from coldlabel.errors import ConfigError, RunDegraded
 from coldlabel.store import Store
 from labeler.report import write_report
 from labeler.runs import dataset_fingerprint, export_run, prepare_resume, prompt_version, start_run
-from trainer.jobs import Events, GroupResult, TrainJob, run_train
+from trainer.jobs import NO_LABELS, Events, GroupResult, TrainJob, results_dir, run_train
 from trainer.report import build_report
 from trainer.results import mean_std, read_results, rows_of
 
@@ -158,20 +158,20 @@ def step_train(settings: Settings, job: TrainJob, labels: str = "") -> list[Grou
 
 def headline(settings: Settings, dataset: str, runs: dict[str, str]) -> Table:
     """Cold and warm Recall@20 of E0 and of E3 on each labeler's labels, mean ± std over seeds."""
-    root = Workspace.of(settings.data.root, dataset).root / "experiments"
     table = Table(title="cold / warm Recall@20 (mean ± std over seeds)")
     for col in ("model", "labels", "cold R@20", "warm R@20"):
         table.add_column(col, justify="left" if col in ("model", "labels") else "right")
 
     def add(setting: str, source: str, label: str) -> None:
-        results = read_results(root / source)
-        rows = [r for r in rows_of(results, root / source, source) if r.setting == setting] if results else []
+        out_dir = results_dir(settings.data.root, dataset, source)
+        results = read_results(out_dir)
+        rows = [r for r in rows_of(results, out_dir, source) if r.setting == setting] if results else []
         if rows:
             table.add_row(setting, label, mean_std(rows[0].cell("cold", "recall@20")),
                           mean_std(rows[0].cell("warm", "recall@20")))
 
-    add("TwoTower", "no-labels", "-")
-    add("E0", "no-labels", "-")
+    add("TwoTower", NO_LABELS, "-")
+    add("E0", NO_LABELS, "-")
     for name, run_id in runs.items():
         add("E3", run_id, name)
     return table

@@ -1,8 +1,6 @@
 """Small real datasets for tests: the `tiny` synthetic preset, prepared and retrieval-built once."""
 from __future__ import annotations
 
-import gzip
-import json
 import shutil
 from pathlib import Path
 
@@ -70,8 +68,7 @@ def store_label_run(settings: Settings, run_id: str, in_taste: bool, users: int 
     cold items inside (``in_taste``) or outside that user's planted taste leaves, and one triplet preferring
     the first over a warm item. Lets the trainer and its report run without an LLM."""
     ws = Workspace.of(settings.data.root, dataset)
-    with gzip.open(ws.truth / "truth.json.gz", "rt") as fh:
-        truth = json.load(fh)
+    truth = ws.read_truth()
     leaf = {it.idx: tuple(truth["items"][it.asin]["leaf"]) for it in ws.items}
     asin = {it.idx: it.asin for it in ws.items}
     cold = sorted(ws.cold_items)

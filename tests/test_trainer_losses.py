@@ -44,7 +44,8 @@ def test_pair_loss_raises_the_margin_of_its_triplet():
 
     before = margin()
     for _ in range(10):
-        loss = losses.pair_loss(model, hist, torch.tensor([pos]), torch.tensor([neg]), torch.tensor([1.0]))
+        loss = losses.pair_loss(model, model.last_hidden(hist), torch.tensor([pos]), torch.tensor([neg]),
+                                torch.tensor([1.0]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -66,7 +67,7 @@ def test_sim_loss_lifts_the_pseudo_item_for_that_user():
     before = rank()
     assert before > 0
     for _ in range(10):
-        loss = losses.sim_loss(model, hist, torch.tensor([item]), negatives, torch.tensor([1.0]))
+        loss = losses.sim_loss(model, model.last_hidden(hist), torch.tensor([item]), negatives, torch.tensor([1.0]))
         opt.zero_grad()
         loss.backward()
         opt.step()

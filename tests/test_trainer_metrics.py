@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.trainer_toy import COLD, toy_data
 from trainer.dataset import EvalData, Ragged
-from trainer.evaluate import evaluate, fuse, zscore
+from trainer.evaluate import evaluate, fuse, subset_metrics, zscore
 from trainer.metrics import pessimistic_ranks, user_metrics
 
 NEG_INF = -np.inf
@@ -98,3 +98,24 @@ def test_cold_and_warm_splits_rank_without_each_other():
     res2 = evaluate(None, td, ev2, mode="tw", ks=(5,))["metrics"]
     assert res2["cold"]["recall@5"] == 0.5 and res2["cold"]["cand_recall"] == 0.5
     assert res2["all"]["cand_recall_pooled"] == pytest.approx(2 / 3)
+
+
+def test_metrics_of_a_group_of_users_average_only_that_group():
+    td = toy_data()
+    a, b = (int(u) for u in td.valid_users[:2])
+    ids = {u: np.array([int(td.neg_pool.row(u)[0]), COLD[0], int(td.neg_pool.row(u)[1])]) for u in (a, b)}
+    tw = {a: [0.1, 0.9, 0.5], b: [0.9, 0.5, 0.1]}  # a's cold positive first, b's second
+
+    def search(users, m):
+        return (np.stack([ids[int(u)] for u in users])[:, :m],
+                np.array([tw[int(u)] for u in users], dtype=np.float32)[:, :m])
+
+    ev = EvalData(np.array([a, b]), Ragged.from_rows([[COLD[0]], [COLD[0]]], 2), search, 3)
+    res = evaluate(None, td, ev, mode="tw", ks=(1,), keep_users=True)
+    assert res["metrics"]["cold"]["recall@1"] == 0.5
+    assert subset_metrics(res["per_user"], np.array([a]))["cold"]["recall@1"] == 1.0
+    assert subset_metrics(res["per_user"], np.array([b]))["cold"]["recall@1"] == 0.0
+    both = subset_metrics(res["per_user"], np.array([b, a, 10_000]))  # a user never evaluated is ignored
+    assert both["cold"]["recall@1"] == 0.5 and both["cold"]["users"] == 2
+    assert both["warm"]["recall@1"] is None and both["warm"]["users"] == 0  # no warm positives at all
+    assert "per_user" not in evaluate(None, td, ev, mode="tw", ks=(1,))

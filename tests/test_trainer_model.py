@@ -6,9 +6,10 @@ import torch
 
 from tests.support.trainer_toy import COLD, toy_config, toy_data
 from trainer.baselines import BERT4Rec, GRU4Rec
+from trainer.batches import windows
 from trainer.dataset import Labels
 from trainer.model import SASRec
-from trainer.train import build_model, train
+from trainer.train import build_model, label_hidden, train
 
 
 def _tokens(rows, length):
@@ -95,3 +96,14 @@ def test_cold_row_changes_only_with_pseudo_edges():
     # With weight decay every row shrinks, including rows that never get a gradient (the docstring's caveat).
     decayed = train(td, cfg.with_(weight_decay=0.5), labels, hook=lambda *_: None).model.item_emb.weight.detach()
     assert not torch.equal(decayed[COLD[1] + 1], initial[COLD[1] + 1])
+
+
+def test_label_rows_get_the_same_representation_bucketed_as_one_padded_window_each():
+    td = toy_data()
+    model = SASRec(td.n_items, 8, hidden=16, layers=2, heads=1, dropout=0.0).eval()
+    rows = np.array([u for u in range(td.n_users) if td.fit.lengths[u] > 0] * 2)[::-1]  # repeats, any order
+    with torch.no_grad():
+        one_window = model.last_hidden(torch.as_tensor(windows(td.fit, rows, 8)))
+        bucketed = label_hidden(model, td, rows, 8)
+    assert bucketed.shape == one_window.shape
+    assert torch.allclose(bucketed, one_window, atol=1e-5)

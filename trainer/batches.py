@@ -51,6 +51,27 @@ def trim(tokens: np.ndarray, keep: int = 1) -> np.ndarray:
     return tokens[:, min(first, tokens.shape[1] - keep):]
 
 
+def history_buckets(rg: Ragged, rows: np.ndarray, length: int,
+                    groups: int = 4) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The label losses' inputs: each distinct user's last ``length`` items, cut into ``groups`` buckets of
+    similar history length and trimmed per bucket.
+
+    A label mini-batch is drawn across all labeled users, so one long history would pad every row of a
+    single window to ``length``; bucketing removes that padding (the causal model's last position is the same
+    for any amount of left padding). Returns (``users`` in bucket order, token arrays per bucket, ``where``):
+    the representation of ``rows[j]`` is row ``where[j]`` of the buckets' outputs concatenated.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    users, inverse = np.unique(rows, return_inverse=True)
+    order = np.argsort(rg.lengths[users], kind="stable")
+    users = users[order]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    buckets = [trim(windows(rg, part, length)) for part in np.array_split(users, min(groups, len(users)))
+               if len(part)]
+    return users, buckets, rank[inverse.reshape(-1)]
+
+
 def user_batches(users: np.ndarray, batch_size: int, rng: np.random.Generator, lengths: np.ndarray | None = None,
                  pool: int = 16) -> Iterator[np.ndarray]:
     """One epoch of users in chunks of ``batch_size``, shuffled by ``rng``.

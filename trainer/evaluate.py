@@ -86,8 +86,9 @@ def model_scores(model: SeqModel, tokens: np.ndarray) -> np.ndarray:
 
 def evaluate(model: SeqModel | None, td: TrainingData, ev: EvalData, *, mode: str = "hybrid",
              alpha: float = 0.5, ks: Sequence[int] = (5, 10, 20), max_len: int = 50, batch: int = 512,
-             search: CandidateSearch | None = None, m: int | None = None) -> dict:
-    """Metrics per split (see the module docstring); ``search``/``m`` override the Two-Tower candidates."""
+             search: CandidateSearch | None = None, m: int | None = None, keep_users: bool = False) -> dict:
+    """Metrics per split (see the module docstring); ``search``/``m`` override the Two-Tower candidates.
+    ``keep_users`` adds ``per_user`` (:func:`subset_metrics` averages it over any group of users later)."""
     started = time.perf_counter()
     search = search or ev.search
     m = m or ev.m
@@ -97,11 +98,13 @@ def evaluate(model: SeqModel | None, td: TrainingData, ev: EvalData, *, mode: st
         model.eval()
     per_user: dict[str, dict[str, list[np.ndarray]]] = {s: {} for s in SPLITS}
     pooled = {s: [0, 0] for s in SPLITS}  # listed positives, positives
+    seen_users = []
     lengths = td.sequences.lengths[ev.users]
     order = np.argsort(lengths, kind="stable")  # similar lengths per batch: little padding (averages ignore order)
     for start in range(0, len(order), batch):
         rows = order[start:start + batch]
         users = ev.users[rows]
+        seen_users.append(users)
         b = len(users)
         ids, tw = search(users, m)
         valid = ids >= 0
@@ -132,6 +135,28 @@ def evaluate(model: SeqModel | None, td: TrainingData, ev: EvalData, *, mode: st
         out["users"][split] = int(sum((~np.isnan(p)).sum() for p in parts))
         out["positives"][split] = pooled[split][1]
     out["seconds"] = round(time.perf_counter() - started, 3)
+    if keep_users:
+        out["per_user"] = {"users": np.concatenate(seen_users) if seen_users else np.zeros(0, dtype=np.int64),
+                           **{f"{split}/{name}": np.concatenate(parts) for split in SPLITS
+                              for name, parts in per_user[split].items()}}
+    return out
+
+
+def subset_metrics(per_user: dict[str, np.ndarray], users: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """``{split: {metric: mean}}`` of an evaluation's ``per_user`` arrays over the evaluated users in ``users``
+    (e.g. the users a labeling run labeled); users without a positive in a split are left out, as in
+    :func:`evaluate`, and ``users`` per split says how many counted."""
+    keep = np.isin(per_user["users"], np.asarray(users, dtype=np.int64))
+    out: dict[str, dict[str, float | None]] = {}
+    for key, values in per_user.items():
+        if "/" not in key:
+            continue
+        split, name = key.split("/", 1)
+        vals = values[keep]
+        vals = vals[~np.isnan(vals)]
+        out.setdefault(split, {})[name] = float(vals.mean()) if len(vals) else None
+        if name == "mrr":
+            out[split]["users"] = int(len(vals))
     return out
 
 

@@ -19,6 +19,9 @@ Files written under ``out_dir``:
 
 * ``runs/<setting>/seed<k>.json``: one finished (setting, seed). Its ``key`` hashes the config, data, labels
   (when used) and evaluation targets. A rerun skips a pair whose file already has the same key.
+* ``runs/<setting>/seed<k>.users.npz``: the primary view's per-user metrics (``users`` and ``<split>/<metric>``
+  arrays) and, for a label setting, ``labeled``: the users with labels. A report averages them over any group
+  of users (the users a run labeled) without training again.
 * ``checkpoints/<setting>/seed<k>-<key>/``: ``last.pt`` / ``best.pt``. A killed run resumes from here.
 * ``results.json``: per setting, view, split and metric, ``{"mean", "std", "n"}``. ``std`` is the sample
   standard deviation over seeds (0 for one seed). A metric that is None for a seed (e.g. no cold users) is
@@ -42,7 +45,7 @@ from trainer.dataset import EvalData, Labels, TrainingData
 from trainer.evaluate import evaluate, full_catalog_search
 from trainer.train import Hook, log_hook, run_key, train
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: per-user metrics of the primary view beside each run file
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,26 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def user_metrics_path(out_dir: Path, setting: str, seed: int) -> Path:
+    return Path(out_dir) / "runs" / setting / f"seed{seed}.users.npz"
+
+
+def _save_users(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_user_metrics(out_dir: Path, setting: str, seed: int) -> dict[str, np.ndarray] | None:
+    """What :func:`run_one` saved beside ``runs/<setting>/seed<k>.json`` (None for results of version 1)."""
+    path = user_metrics_path(out_dir, setting, seed)
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
 def run_one(setting: Setting, seed: int, td: TrainingData, ev: EvalData, base: TrainConfig, labels: Labels,
             out_dir: Path, hook: Hook = log_hook) -> dict:
     """Train (or resume) and evaluate one (setting, seed); reuse its saved result when the key matches."""
@@ -116,12 +139,18 @@ def run_one(setting: Setting, seed: int, td: TrainingData, ev: EvalData, base: T
                            "stopped_early": trained.stopped_early,
                            "history": [vars(h) for h in trained.history]}
     result["evaluations"] = {}
-    for view in setting.views:
+    per_user: dict[str, np.ndarray] = {}
+    for i, view in enumerate(setting.views):
         catalog, mode = view.split("/")
         mode = cfg.rerank_mode if mode == "config" else mode
         search, m = (full_catalog_search(td), td.n_items) if catalog == "full" else (None, None)
-        result["evaluations"][f"{catalog}/{mode}"] = evaluate(
-            model, td, ev, mode=mode, alpha=cfg.hybrid_alpha, ks=cfg.ks, max_len=cfg.max_len, search=search, m=m)
+        res = evaluate(model, td, ev, mode=mode, alpha=cfg.hybrid_alpha, ks=cfg.ks, max_len=cfg.max_len,
+                       search=search, m=m, keep_users=i == 0)
+        per_user = res.pop("per_user", per_user)
+        result["evaluations"][f"{catalog}/{mode}"] = res
+    if used is not None:
+        per_user["labeled"] = np.unique(np.concatenate([used.edge_users, used.trip_users])).astype(np.int64)
+    _save_users(user_metrics_path(out_dir, setting.name, seed), per_user)
     _write_json(path, result)
     result["cached"] = False
     return result

@@ -2,8 +2,9 @@
 
 * ``L_main``: listwise cross-entropy of the true next item (column 0) against ``k`` sampled negatives, at
   every real position of the window. It is averaged over positions.
-* ``L_sim``: the same listwise pattern for pseudo edges ``(u, i, w)``. The user's history is the input, item
-  ``i`` is the positive in column 0, and fresh negatives are drawn for that user. Rows are combined as a
+* ``L_sim``: the same listwise pattern for pseudo edges ``(u, i, w)``. The user's representation (the last
+  hidden state of their history) scores item ``i`` as the positive in column 0 against fresh negatives
+  drawn for that user. Rows are combined as a
   weighted mean, ``sum(w * ce) / sum(w)``.
 * ``L_pair``: for triplets ``(u, pos, neg, w)``, ``-log sigma(s_pos - s_neg)`` under the user's history,
   combined as a weighted mean.
@@ -42,18 +43,18 @@ def main_loss(model: SeqModel, h: torch.Tensor, targets: torch.Tensor, negatives
     return ce.mean() if ce.numel() else h.sum() * 0.0
 
 
-def sim_loss(model: SeqModel, history: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor,
+def sim_loss(model: SeqModel, h: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor,
              weights: torch.Tensor) -> torch.Tensor:
-    """Pseudo edges as extra positives: ``history`` ``[S, L]`` tokens, ``items`` ``[S]``, ``negatives`` ``[S, k]``."""
-    h = model.last_hidden(history)
+    """Pseudo edges as extra positives: ``h`` ``[S, d]`` user representations, ``items`` ``[S]``,
+    ``negatives`` ``[S, k]``."""
     pos = model.score(h, items[:, None])[:, 0]
     return weighted_mean(listwise_ce(pos, model.score(h, negatives)), weights)
 
 
-def pair_loss(model: SeqModel, history: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+def pair_loss(model: SeqModel, h: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
               weights: torch.Tensor) -> torch.Tensor:
-    """Weighted pairwise logistic loss ``-log sigma(s_pos - s_neg)`` for triplets under the user's history."""
-    h = model.last_hidden(history)
+    """Weighted pairwise logistic loss ``-log sigma(s_pos - s_neg)`` for triplets; ``h`` ``[S, d]`` is each
+    triplet's user representation."""
     s = model.score(h, torch.stack([pos, neg], dim=1))
     return weighted_mean(F.softplus(-(s[:, 0] - s[:, 1])), weights)
 

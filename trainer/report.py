@@ -34,7 +34,17 @@ from coldlabel.errors import RunNotFound, TrainerError
 from coldlabel.store import Store
 from labeler.report import RunLabelStats, html_page, planted_truth, run_label_stats
 from trainer.jobs import NO_LABELS, results_dir
-from trainer.results import HEADERS, METRICS, ORDER, Row, mean_std, read_results, rows_of, value
+from trainer.results import (
+    HEADERS,
+    METRICS,
+    ORDER,
+    Row,
+    labeled_user_cells,
+    mean_std,
+    read_results,
+    rows_of,
+    value,
+)
 
 SPLITS = ("cold", "warm")
 
@@ -198,6 +208,35 @@ def _gain_points(rows: list[Row], stats: list[RunLabelStats]) -> list[RunPoint]:
     return points
 
 
+def _on_labeled_users(settings: Settings, dataset: str, stats: list[RunLabelStats],
+                      run_ids: Sequence[str]) -> list[str]:
+    """E0 and E3 over only each run's labeled users (per-user metrics stored with the results)."""
+    endpoint = {s.run_id: s.endpoint for s in stats}
+    base = results_dir(settings.data.root, dataset, None)
+    lines = []
+    for run_id in run_ids:
+        got = labeled_user_cells(base, results_dir(settings.data.root, dataset, run_id))
+        if got is None:
+            continue
+        e0, e3 = got["E0"], got["E3"]
+        cells = []
+        for split in SPLITS:
+            a, b = e0.get(split, {}).get("recall@20"), e3.get(split, {}).get("recall@20")
+            change = f"{b['mean'] - a['mean']:+.4f} ({100 * (b['mean'] / a['mean'] - 1):+.1f}%)" \
+                if a and b and a["mean"] else "—"
+            users = e3.get(split, {}).get("users", {}).get("mean")
+            cells += [str(int(users)) if users is not None else "—", mean_std(a), mean_std(b), change]
+        lines.append(f"| `{run_id}` | {endpoint.get(run_id, '—')} | {len(got['seeds'])} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["## On the users each run labeled", "",
+            "The same Recall@20, averaged over only the test users a run labeled (its edges and triplets name "
+            "them), E0 on the same users and seeds. Labels are about their own users first; over all users the "
+            "effect is diluted by everyone the run never labeled.", "",
+            "| run | endpoint | seeds | cold users | E0 cold | E3 cold | cold change | warm users | E0 warm | "
+            "E3 warm | warm change |", "|---|---|---|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
 def _pct(hits: int | None, picks: int) -> str:
     return "—" if hits is None or not picks else f"{100 * hits / picks:.1f}%"
 
@@ -263,6 +302,7 @@ def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), 
             lines += [f"![label precision]({fig_rel}/label_precision.png)", ""]
         else:
             lines += ["(No planted truth: this is not a synthetic dataset.)", ""]
+    lines += _on_labeled_users(settings, dataset, stats, run_ids)
     points = [p for p in _gain_points(rows, stats) if p.precision is not None and p.gain is not None]
     if synthetic and len(run_ids) > 1:
         lines += ["## Cold gain vs label precision", ""]

@@ -12,7 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.experiments import SETTINGS, primary_view
+import numpy as np
+
+from trainer.evaluate import subset_metrics
+from trainer.experiments import SETTINGS, load_user_metrics, primary_view
 
 ORDER = ("E0", "E1", "E2", "E3", "TwoTower", "SASRec", "GRU4Rec", "BERT4Rec")
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")
@@ -81,3 +84,36 @@ def mean_std(cell: dict | None, digits: int = 4) -> str:
 
 def value(v: float | None, digits: int = 4) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _cells(per_seed: list[dict]) -> dict:
+    """``{split: {metric: {"mean", "std", "n"}}}`` over the seeds' ``{split: {metric: value}}``."""
+    out: dict = {}
+    for split in {sp for seed in per_seed for sp in seed}:
+        for name in {m for seed in per_seed for m in seed.get(split, {})}:
+            vals = np.asarray([v for seed in per_seed
+                               if (v := seed.get(split, {}).get(name)) is not None], dtype=np.float64)
+            if len(vals):
+                out.setdefault(split, {})[name] = {"mean": float(vals.mean()), "n": len(vals),
+                                                   "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    return out
+
+
+def labeled_user_cells(base_dir: Path, run_dir: Path, setting: str = "E3") -> dict | None:
+    """E0 (from ``base_dir``) and ``setting`` (from ``run_dir``) averaged over only the users the run labeled,
+    seed by seed: ``{"E0": cells, setting: cells, "seeds": [...]}`` with cells as in ``results.json`` and
+    ``cells[split]["users"]`` the number of labeled users with a positive in that split. A run's labels
+    reach its own users first; over all users that signal is diluted by everyone the run never labeled.
+    None when no seed has per-user metrics for both (results stored before they were kept)."""
+    e0, ex, seeds = [], [], []
+    for path in sorted((Path(run_dir) / "runs" / setting).glob("seed*.users.npz")):
+        seed = int(path.name[len("seed"):-len(".users.npz")])
+        mine, base = load_user_metrics(run_dir, setting, seed), load_user_metrics(base_dir, "E0", seed)
+        if mine is None or base is None or "labeled" not in mine:
+            continue
+        ex.append(subset_metrics(mine, mine["labeled"]))
+        e0.append(subset_metrics(base, mine["labeled"]))
+        seeds.append(seed)
+    if not seeds:
+        return None
+    return {"E0": _cells(e0), setting: _cells(ex), "seeds": seeds}

@@ -7,6 +7,8 @@ One step does the following:
 * With ``use_sim``: a mini-batch of at most ``batch_size`` pseudo edges, drawn without replacement, goes
   through ``L_sim``.
 * With ``use_pair``: a mini-batch of at most ``batch_size`` triplets goes through ``L_pair``.
+* The users of both label mini-batches are encoded once, in buckets of similar history length
+  (:func:`label_hidden`).
 
 ``total = main + lambda_sim * sim + lambda_pair * pair`` is then taken in one AdamW step. Label histories are
 the users' fitting sequences, so the validation item is never an input during training.
@@ -34,7 +36,7 @@ import torch
 
 from trainer import losses
 from trainer.baselines import BERT4Rec, GRU4Rec
-from trainer.batches import NegativeSampler, fitting_users, trim, user_batches, windows
+from trainer.batches import NegativeSampler, fitting_users, history_buckets, trim, user_batches, windows
 from trainer.config import TrainConfig
 from trainer.dataset import Labels, TrainingData
 from trainer.evaluate import validation_ndcg
@@ -106,6 +108,14 @@ def _as_tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.as_tensor(a) for a in arrays]
 
 
+def label_hidden(model: SeqModel, td: TrainingData, rows: np.ndarray, max_len: int) -> torch.Tensor:
+    """``[len(rows), d]``: each label row's user representation from their fitting history, one forward pass
+    per length bucket and per distinct user (see :func:`trainer.batches.history_buckets`)."""
+    _, buckets, where = history_buckets(td.fit, rows, max_len)
+    h = torch.cat([model.last_hidden(torch.as_tensor(tokens)) for tokens in buckets])
+    return h[torch.as_tensor(where)]
+
+
 def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt_dir: str | Path | None = None,
           hook: Hook = log_hook, resume: bool = True) -> TrainResult:
     """Train ``cfg.model`` on ``td`` (plus ``labels`` for the switched-on label losses) and return the best
@@ -156,17 +166,20 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
             negatives = torch.as_tensor(sampler.sample(batch, cfg.negatives, rng))
             main = losses.main_loss(model, model.encode(inputs), targets, negatives)
             sim = pair = None
-            if sim_on:
-                idx = rng.choice(labels.n_edges, size=min(cfg.batch_size, labels.n_edges), replace=False)
-                u, items = labels.edge_users[idx], labels.edge_items[idx]
-                hist, neg, pos = _as_tensors(trim(windows(td.fit, u, cfg.max_len)),
-                                             sampler.sample(u, cfg.negatives, rng, exclude=items), items)
-                sim = losses.sim_loss(model, hist, pos, neg, edge_w[idx])
-            if pair_on:
-                idx = rng.choice(labels.n_triplets, size=min(cfg.batch_size, labels.n_triplets), replace=False)
-                hist, pos, neg = _as_tensors(trim(windows(td.fit, labels.trip_users[idx], cfg.max_len)),
-                                             labels.trip_pos[idx], labels.trip_neg[idx])
-                pair = losses.pair_loss(model, hist, pos, neg, trip_w[idx])
+            if sim_on or pair_on:
+                e_idx = (rng.choice(labels.n_edges, size=min(cfg.batch_size, labels.n_edges), replace=False)
+                         if sim_on else np.empty(0, dtype=np.int64))
+                t_idx = (rng.choice(labels.n_triplets, size=min(cfg.batch_size, labels.n_triplets), replace=False)
+                         if pair_on else np.empty(0, dtype=np.int64))
+                rows = np.concatenate([labels.edge_users[e_idx], labels.trip_users[t_idx]])
+                h = label_hidden(model, td, rows, cfg.max_len)
+                if sim_on:
+                    u, items = labels.edge_users[e_idx], labels.edge_items[e_idx]
+                    neg, pos = _as_tensors(sampler.sample(u, cfg.negatives, rng, exclude=items), items)
+                    sim = losses.sim_loss(model, h[:len(e_idx)], pos, neg, edge_w[e_idx])
+                if pair_on:
+                    pos, neg = _as_tensors(labels.trip_pos[t_idx], labels.trip_neg[t_idx])
+                    pair = losses.pair_loss(model, h[len(e_idx):], pos, neg, trip_w[t_idx])
             total = objective.total(main, sim, pair)
             opt.zero_grad(set_to_none=True)
             total.backward()

@@ -56,6 +56,9 @@ def test_run_labels_the_same_users_with_each_labeler_trains_and_reports(ran):
     assert report.exists() and report.with_suffix(".html").exists()
     text = report.read_text()
     assert all(r.id in text for r in runs) and "Cold-start results" in text
+    labeled = text.split("## On the users each run labeled", 1)[1].split("\n## ", 1)[0]
+    assert all(f"| `{r.id}` | {r.endpoint} | 1 |" in labeled for r in runs)
+    assert "its labeled users" in output and "→" in output
     assert "cold / warm Recall@20" in output and "oracle@0.9" in output and str(report) in output.replace("\n", "")
 
 

@@ -37,7 +37,7 @@ from labeler.report import write_report
 from labeler.runs import dataset_fingerprint, export_run, prepare_resume, prompt_version, start_run
 from trainer.jobs import NO_LABELS, Events, GroupResult, TrainJob, results_dir, run_train
 from trainer.report import build_report
-from trainer.results import mean_std, read_results, rows_of
+from trainer.results import labeled_user_cells, mean_std, read_results, rows_of
 
 app = typer.Typer(add_completion=False)
 
@@ -159,8 +159,17 @@ def step_train(settings: Settings, job: TrainJob, labels: str = "") -> list[Grou
 def headline(settings: Settings, dataset: str, runs: dict[str, str]) -> Table:
     """Cold and warm Recall@20 of E0 and of E3 on each labeler's labels, mean ± std over seeds."""
     table = Table(title="cold / warm Recall@20 (mean ± std over seeds)")
-    for col in ("model", "labels", "cold R@20", "warm R@20"):
+    for col in ("model", "labels", "cold R@20", "warm R@20", "its labeled users: cold, warm (E0 → E3)"):
         table.add_column(col, justify="left" if col in ("model", "labels") else "right")
+    base = results_dir(settings.data.root, dataset, NO_LABELS)
+
+    def on_labeled(out_dir: Path) -> str:
+        got = labeled_user_cells(base, out_dir)
+        if got is None:
+            return "-"
+        pairs = [(got["E0"].get(split, {}).get("recall@20"), got["E3"].get(split, {}).get("recall@20"))
+                 for split in ("cold", "warm")]
+        return ", ".join(f"{a['mean']:.4f} → {b['mean']:.4f}" if a and b else "-" for a, b in pairs)
 
     def add(setting: str, source: str, label: str) -> None:
         out_dir = results_dir(settings.data.root, dataset, source)
@@ -168,7 +177,8 @@ def headline(settings: Settings, dataset: str, runs: dict[str, str]) -> Table:
         rows = [r for r in rows_of(results, out_dir, source) if r.setting == setting] if results else []
         if rows:
             table.add_row(setting, label, mean_std(rows[0].cell("cold", "recall@20")),
-                          mean_std(rows[0].cell("warm", "recall@20")))
+                          mean_std(rows[0].cell("warm", "recall@20")),
+                          on_labeled(out_dir) if setting == "E3" else "")
 
     add("TwoTower", NO_LABELS, "-")
     add("E0", NO_LABELS, "-")

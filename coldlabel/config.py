@@ -157,6 +157,7 @@ class TrainerSettings(_Section):
     patience: int = Field(3, ge=0)
     val_k: int = Field(10, ge=1)
     mask_prob: float = Field(0.2, gt=0, lt=1)
+    sim_cold_negatives: int = Field(0, ge=0)
 
 
 class Settings(_Section):

@@ -6,6 +6,7 @@ import numpy as np
 from tests.support.trainer_toy import COLD, toy_data
 from trainer.batches import (
     NegativeSampler,
+    cold_in_batch_negatives,
     fitting_users,
     gather,
     trim,
@@ -82,3 +83,18 @@ def test_bucketed_epoch_visits_every_user_once_in_similar_length_batches():
         [b.tolist() for b in batches]  # seeded
     assert trim(np.array([[0, 0, 3], [0, 2, 5]])).tolist() == [[0, 3], [2, 5]]
     assert trim(np.zeros((2, 4), dtype=int), keep=2).shape == (2, 2)
+
+
+def test_cold_in_batch_negatives_are_other_users_cold_labels_never_the_users_own():
+    n_items = 10
+    cold = np.zeros(n_items, dtype=bool)
+    cold[[7, 8, 9]] = True
+    users, items = np.array([0, 1, 2, 2]), np.array([7, 8, 9, 3])  # item 3 is warm
+    keys = np.sort(np.r_[users * n_items + items, 0 * n_items + 8])  # user 0 also labels 8 (in another batch)
+    neg = cold_in_batch_negatives(users, items, 50, np.random.default_rng(0), cold, keys, n_items)
+    assert neg.shape == (4, 50)
+    assert set(neg[0].tolist()) == {-1, 9}       # not 7, 8 (its own) nor 3 (warm)
+    assert set(neg[1].tolist()) == {-1, 7, 9}
+    assert set(neg[2].tolist()) == {-1, 7, 8} == set(neg[3].tolist())
+    assert (cold_in_batch_negatives(users[:1], items[:1], 5, np.random.default_rng(0), cold, keys, n_items)
+            == -1).all()

@@ -6,11 +6,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from tests.support.trainer_toy import COLD, toy_data
+from trainer.batches import gather, windows
 from trainer.dataset import EvalData, Ragged
-from trainer.evaluate import evaluate, fuse, subset_metrics, zscore
+from trainer.evaluate import evaluate, fuse, model_scores, subset_metrics, validation_ndcg, zscore
 from trainer.metrics import pessimistic_ranks, user_metrics
+from trainer.model import SASRec
 
 NEG_INF = -np.inf
 
@@ -119,3 +122,23 @@ def test_metrics_of_a_group_of_users_average_only_that_group():
     assert both["cold"]["recall@1"] == 0.5 and both["cold"]["users"] == 2
     assert both["warm"]["recall@1"] is None and both["warm"]["users"] == 0  # no warm positives at all
     assert "per_user" not in evaluate(None, td, ev, mode="tw", ks=(1,))
+
+
+def test_validation_ndcg_is_the_tie_safe_ndcg_of_each_held_out_item():
+    td = toy_data()
+    model = SASRec(td.n_items, 8, hidden=8, layers=1, heads=1, dropout=0.0)
+    with torch.no_grad():  # coarse weights: many exact ties, which must count against the target
+        for p in model.parameters():
+            p.copy_(torch.round(p * 20) / 20)
+    got = validation_ndcg(model, td, k=5, max_len=8)
+    scores = model_scores(model, windows(td.fit, td.val_users, 8))
+    rows = np.arange(len(td.val_users))
+    target = scores[rows, td.val_targets].copy()
+    owner, items = gather(td.seen, td.val_users)
+    scores[owner, items] = -np.inf
+    scores[:, td.cold] = -np.inf
+    scores[rows, td.val_targets] = target
+    relevant = np.zeros(scores.shape, dtype=bool)
+    relevant[rows, td.val_targets] = True
+    want = user_metrics(scores, relevant, np.ones(len(rows), dtype=np.int64), [5])["ndcg@5"].mean()
+    assert got == pytest.approx(want) and 0 < got < 1

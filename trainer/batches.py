@@ -72,6 +72,28 @@ def history_buckets(rg: Ragged, rows: np.ndarray, length: int,
     return users, buckets, rank[inverse.reshape(-1)]
 
 
+def cold_in_batch_negatives(users: np.ndarray, items: np.ndarray, k: int, rng: np.random.Generator,
+                            cold: np.ndarray, edge_keys: np.ndarray, n_items: int) -> np.ndarray:
+    """``[S, k]`` extra negatives for a mini-batch of pseudo edges ``(users[j], items[j])``: cold items that
+    other rows of the batch label, drawn with replacement (so in proportion to how often the run labels
+    them), -1 where the draw is warm or an item this user has an edge to (``edge_keys``: sorted
+    ``user * n_items + item`` of every edge).
+
+    The thesis draws L_sim's negatives from warm items only, so a cold item is never pushed *down* for
+    anyone: whatever the labels say, its embedding drifts toward every labeled user at once. Competing
+    against the cold items labeled for others, it must rise for its own users more than for the rest.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    if len(items) < 2 or k == 0:
+        return np.full((len(items), k), -1, dtype=np.int64)
+    cand = items[rng.integers(0, len(items), size=(len(items), k))]
+    keys = users[:, None] * n_items + cand
+    pos = np.clip(np.searchsorted(edge_keys, keys), 0, max(len(edge_keys) - 1, 0))
+    own = edge_keys[pos] == keys if len(edge_keys) else np.zeros(keys.shape, dtype=bool)
+    return np.where(cold[cand] & ~own, cand, -1)
+
+
 def user_batches(users: np.ndarray, batch_size: int, rng: np.random.Generator, lengths: np.ndarray | None = None,
                  pool: int = 16) -> Iterator[np.ndarray]:
     """One epoch of users in chunks of ``batch_size``, shuffled by ``rng``.

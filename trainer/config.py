@@ -41,6 +41,7 @@ class TrainConfig:
     patience: int = 3          # epochs without a better validation score before stopping; 0 = never stop
     val_k: int = 10            # early stopping watches validation NDCG@val_k
     mask_prob: float = 0.2     # BERT4Rec cloze masking rate
+    sim_cold_negatives: int = 0  # L_sim: in-batch cold negatives per edge (0 = the thesis' warm negatives only)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

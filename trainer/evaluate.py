@@ -179,7 +179,9 @@ def validation_ndcg(model: SeqModel, td: TrainingData, k: int = 10, max_len: int
         scores[owner, items] = -np.inf
         scores[:, td.cold] = -np.inf
         scores[rows, t] = target_scores
-        relevant = np.zeros(scores.shape, dtype=bool)
-        relevant[rows, t] = True
-        parts.append(user_metrics(scores, relevant, np.ones(len(u), dtype=np.int64), [k])[f"ndcg@{k}"])
+        # one relevant item per row: its pessimistic rank is "items above it + other items tied with it"
+        # (what trainer.metrics computes for any number, without materialising a [B, items] relevance mask)
+        ts = target_scores[:, None]
+        rank = (scores > ts).sum(1) + (scores == ts).sum(1) - 1
+        parts.append(np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0))
     return float(np.concatenate(parts).mean())

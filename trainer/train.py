@@ -7,6 +7,8 @@ One step does the following:
 * With ``use_sim``: a mini-batch of at most ``batch_size`` pseudo edges, drawn without replacement, goes
   through ``L_sim``.
 * With ``use_pair``: a mini-batch of at most ``batch_size`` triplets goes through ``L_pair``.
+* With ``sim_cold_negatives`` > 0, L_sim's negatives also hold cold items labeled for other users of the same
+  mini-batch (:func:`trainer.batches.cold_in_batch_negatives`).
 * The users of both label mini-batches are encoded once, in buckets of similar history length
   (:func:`label_hidden`).
 
@@ -36,7 +38,15 @@ import torch
 
 from trainer import losses
 from trainer.baselines import BERT4Rec, GRU4Rec
-from trainer.batches import NegativeSampler, fitting_users, history_buckets, trim, user_batches, windows
+from trainer.batches import (
+    NegativeSampler,
+    cold_in_batch_negatives,
+    fitting_users,
+    history_buckets,
+    trim,
+    user_batches,
+    windows,
+)
 from trainer.config import TrainConfig
 from trainer.dataset import Labels, TrainingData
 from trainer.evaluate import validation_ndcg
@@ -154,6 +164,7 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
                    "edges": labels.n_edges, "triplets": labels.n_triplets})
     sim_on, pair_on = objective.wants_sim(labels.n_edges), objective.wants_pair(labels.n_triplets)
     edge_w = torch.as_tensor(labels.edge_weights, dtype=torch.float32)
+    edge_keys = np.sort(labels.edge_users.astype(np.int64) * td.n_items + labels.edge_items)
     trip_w = torch.as_tensor(labels.trip_weights, dtype=torch.float32)
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
@@ -175,7 +186,11 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
                 h = label_hidden(model, td, rows, cfg.max_len)
                 if sim_on:
                     u, items = labels.edge_users[e_idx], labels.edge_items[e_idx]
-                    neg, pos = _as_tensors(sampler.sample(u, cfg.negatives, rng, exclude=items), items)
+                    neg = sampler.sample(u, cfg.negatives, rng, exclude=items)
+                    if cfg.sim_cold_negatives:
+                        neg = np.concatenate([neg, cold_in_batch_negatives(
+                            u, items, cfg.sim_cold_negatives, rng, td.cold, edge_keys, td.n_items)], axis=1)
+                    neg, pos = _as_tensors(neg, items)
                     sim = losses.sim_loss(model, h[:len(e_idx)], pos, neg, edge_w[e_idx])
                 if pair_on:
                     pos, neg = _as_tensors(labels.trip_pos[t_idx], labels.trip_neg[t_idx])

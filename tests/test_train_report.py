@@ -145,8 +145,8 @@ def test_report_of_several_runs_plots_cold_gain_against_label_precision(trained)
     assert res.exit_code == 0, res.output
     md = (root / "tiny" / "reports" / "both.md").read_text()
     assert "| E3 · good |" in md and "| E3 · bad |" in md
-    gains = {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(r"^\| `(\w+)` \| ([\d.]+)% \| ([+-][\d.]+) \|$",
-                                                                  md, re.M)}
+    gains = {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(
+        r"^\| `(\w+)` \| ([\d.]+)% \| ([+-][\d.]+) \| (?:[+-][\d.]+|—) \|$", md, re.M)}
     assert gains["good"][0] == 100.0 and gains["bad"][0] == 0.0  # edges inside / outside the planted tastes
     assert (root / "tiny" / "reports" / "both-figures" / "gain_vs_precision.png").stat().st_size > 1000
     assert (root / "tiny" / "reports" / "both-figures" / "label_precision.png").exists()

@@ -56,6 +56,7 @@ class RunPoint:
     endpoint: str        # which labeler: the figure names points by it
     precision: float | None
     gain: float | None   # E3 − E0 cold Recall@20 (means over seeds)
+    gain_labeled: float | None = None  # the same over only the users the run labeled
 
 
 def _collect(settings: Settings, dataset: str, run_ids: Sequence[str]) -> tuple[list[Row], list[str]]:
@@ -172,14 +173,18 @@ def _precision_figure(stats: list[RunLabelStats], path: Path) -> None:
 
 def _gain_figure(points: list[RunPoint], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for p in points:
-        ax.scatter(100 * p.precision, p.gain, color="#4f81bd")
+    for i, p in enumerate(points):
+        ax.scatter(100 * p.precision, p.gain, color="#4f81bd", label="all test users" if i == 0 else None)
+        if p.gain_labeled is not None:
+            ax.scatter(100 * p.precision, p.gain_labeled, color="#c0504d", marker="s",
+                       label="the run's labeled users" if i == 0 else None)
         ax.annotate(f"{p.endpoint} · {p.run_id[:12]}", (100 * p.precision, p.gain), fontsize=8, xytext=(4, 4),
                     textcoords="offset points")
     ax.axhline(0, color="#888888", linewidth=0.8)
     ax.set_xlabel("run's edges in planted taste leaves (%)")
     ax.set_ylabel("E3 − E0 cold Recall@20")
     ax.set_title("Cold gain vs label precision")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -198,13 +203,18 @@ def _label_stats(settings: Settings, run_ids: Sequence[str]) -> tuple[list[RunLa
     return stats, notes
 
 
-def _gain_points(rows: list[Row], stats: list[RunLabelStats]) -> list[RunPoint]:
+def _gain_points(settings: Settings, dataset: str, rows: list[Row], stats: list[RunLabelStats]) -> list[RunPoint]:
     e0 = next((r.cell("cold", "recall@20") for r in rows if r.setting == "E0"), None)
+    base = results_dir(settings.data.root, dataset, None)
     points = []
     for s in stats:
         e3 = next((r.cell("cold", "recall@20") for r in rows if r.setting == "E3" and r.source == s.run_id), None)
         gain = e3["mean"] - e0["mean"] if e3 and e0 else None
-        points.append(RunPoint(s.run_id, s.endpoint, s.taste_precision, gain))
+        on = labeled_user_cells(base, results_dir(settings.data.root, dataset, s.run_id))
+        a, b = (on["E0"].get("cold", {}).get("recall@20"), on["E3"].get("cold", {}).get("recall@20")) if on \
+            else (None, None)
+        points.append(RunPoint(s.run_id, s.endpoint, s.taste_precision, gain,
+                               b["mean"] - a["mean"] if a and b else None))
     return points
 
 
@@ -303,13 +313,15 @@ def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), 
         else:
             lines += ["(No planted truth: this is not a synthetic dataset.)", ""]
     lines += _on_labeled_users(settings, dataset, stats, run_ids)
-    points = [p for p in _gain_points(rows, stats) if p.precision is not None and p.gain is not None]
+    points = [p for p in _gain_points(settings, dataset, rows, stats) if p.precision is not None and p.gain is not None]
     if synthetic and len(run_ids) > 1:
         lines += ["## Cold gain vs label precision", ""]
         if len(points) > 1:
             _gain_figure(points, figures / "gain_vs_precision.png")
-            lines += ["| run | planted-taste precision | E3 − E0 cold Recall@20 |", "|---|---|---|",
-                      *[f"| `{p.run_id}` | {100 * p.precision:.1f}% | {p.gain:+.4f} |" for p in points], "",
+            lines += ["| run | planted-taste precision | E3 − E0 cold Recall@20 | on its labeled users |",
+                      "|---|---|---|---|",
+                      *[f"| `{p.run_id}` | {100 * p.precision:.1f}% | {p.gain:+.4f} | "
+                        f"{'—' if p.gain_labeled is None else f'{p.gain_labeled:+.4f}'} |" for p in points], "",
                       f"![cold gain vs label precision]({fig_rel}/gain_vs_precision.png)", ""]
         else:
             lines += ["Needs E0 and, for at least two runs, E3 results and labels in the store.", ""]

@@ -82,10 +82,10 @@ def main() -> None:
         labels = data.labels_from_store(ws, td, settings.store_url(), args.run)
         cfg = cfg.with_(use_sim=True, use_pair=True)
         labeled = np.unique(np.concatenate([labels.edge_users, labels.trip_users]))
+        mark("load labels (E3)", t, f"{labels.n_edges:,} edges, {labels.n_triplets:,} triplets")
     elif args.e0_users:
         other = data.labels_from_store(ws, td, settings.store_url(), args.e0_users)
         labeled = np.unique(np.concatenate([other.edge_users, other.trip_users]))
-        mark("load labels (E3)", t, f"{labels.n_edges:,} edges, {labels.n_triplets:,} triplets")
     epoch_started = {"t": time.perf_counter()}
 
     def hook(event: str, d: dict) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 
 from tests.support.trainer_toy import COLD, toy_data
 from trainer.batches import (
+    LabelDraw,
     NegativeSampler,
     cold_in_batch_negatives,
     fitting_users,
@@ -98,3 +99,25 @@ def test_cold_in_batch_negatives_are_other_users_cold_labels_never_the_users_own
     assert set(neg[2].tolist()) == {-1, 7, 8} == set(neg[3].tolist())
     assert (cold_in_batch_negatives(users[:1], items[:1], 5, np.random.default_rng(0), cold, keys, n_items)
             == -1).all()
+
+
+def test_label_draw_takes_whole_users_within_the_cap_and_reaches_every_label():
+    edge_users = np.array([5, 1, 5, 2, 5, 1, 9, 9, 9, 9])
+    trip_users = np.array([1, 5, 7])             # user 7 has a triplet but no edge
+    draw = LabelDraw(edge_users, trip_users)
+    rng = np.random.default_rng(0)
+    seen_e, seen_t = set(), set()
+    for _ in range(200):
+        e, t = draw.draw(5, rng)
+        users = set(edge_users[e]) | set(trip_users[t])
+        assert (len(e) <= 5 and len(t) <= 5) or len(users) == 1   # one user always comes, even over the cap
+        for u in users:                                              # all of each drawn user's labels
+            assert set(np.flatnonzero(edge_users == u)) <= set(e.tolist())
+            assert set(np.flatnonzero(trip_users == u)) <= set(t.tolist())
+        seen_e |= set(e.tolist())
+        seen_t |= set(t.tolist())
+    assert seen_e == set(range(len(edge_users))) and seen_t == set(range(len(trip_users)))
+    assert [x.tolist() for x in LabelDraw(edge_users, trip_users).draw(5, np.random.default_rng(3))] == \
+        [x.tolist() for x in LabelDraw(edge_users, trip_users).draw(5, np.random.default_rng(3))]  # seeded
+    big = LabelDraw(np.array([4] * 7), np.array([], dtype=np.int64)).draw(5, rng)
+    assert len(big[0]) == 7  # a user with more edges than the cap still comes whole

@@ -4,9 +4,8 @@ an atomic checkpoint after every epoch, and resume after a crash.
 One step does the following:
 
 * Windows of a batch of users go through the main loss.
-* With ``use_sim``: a mini-batch of at most ``batch_size`` pseudo edges, drawn without replacement, goes
-  through ``L_sim``.
-* With ``use_pair``: a mini-batch of at most ``batch_size`` triplets goes through ``L_pair``.
+* With ``use_sim`` / ``use_pair``: random labeled users with all their pseudo edges and triplets, at most
+  ``batch_size`` of each (:class:`trainer.batches.LabelDraw`), go through ``L_sim`` and ``L_pair``.
 * With ``sim_cold_negatives`` > 0, L_sim's negatives also hold cold items labeled for other users of the same
   mini-batch (:func:`trainer.batches.cold_in_batch_negatives`).
 * The users of both label mini-batches are encoded once, in buckets of similar history length
@@ -39,6 +38,7 @@ import torch
 from trainer import losses
 from trainer.baselines import BERT4Rec, GRU4Rec
 from trainer.batches import (
+    LabelDraw,
     NegativeSampler,
     cold_in_batch_negatives,
     fitting_users,
@@ -164,6 +164,8 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
                    "edges": labels.n_edges, "triplets": labels.n_triplets})
     sim_on, pair_on = objective.wants_sim(labels.n_edges), objective.wants_pair(labels.n_triplets)
     edge_w = torch.as_tensor(labels.edge_weights, dtype=torch.float32)
+    none = np.empty(0, dtype=np.int64)
+    draw = LabelDraw(labels.edge_users if sim_on else none, labels.trip_users if pair_on else none)
     edge_keys = np.sort(labels.edge_users.astype(np.int64) * td.n_items + labels.edge_items)
     trip_w = torch.as_tensor(labels.trip_weights, dtype=torch.float32)
     while not state["done"] and state["epoch"] < cfg.epochs:
@@ -178,10 +180,7 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
             main = losses.main_loss(model, model.encode(inputs), targets, negatives)
             sim = pair = None
             if sim_on or pair_on:
-                e_idx = (rng.choice(labels.n_edges, size=min(cfg.batch_size, labels.n_edges), replace=False)
-                         if sim_on else np.empty(0, dtype=np.int64))
-                t_idx = (rng.choice(labels.n_triplets, size=min(cfg.batch_size, labels.n_triplets), replace=False)
-                         if pair_on else np.empty(0, dtype=np.int64))
+                e_idx, t_idx = draw.draw(cfg.batch_size, rng)
                 rows = np.concatenate([labels.edge_users[e_idx], labels.trip_users[t_idx]])
                 h = label_hidden(model, td, rows, cfg.max_len)
                 if sim_on:

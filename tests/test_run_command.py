@@ -57,7 +57,8 @@ def test_run_labels_the_same_users_with_each_labeler_trains_and_reports(ran):
     text = report.read_text()
     assert all(r.id in text for r in runs) and "Cold-start results" in text
     labeled = text.split("## On the users each run labeled", 1)[1].split("\n## ", 1)[0]
-    assert all(f"| `{r.id}` | {r.endpoint} | 1 |" in labeled for r in runs)
+    assert all(f"| `{r.id}` | {r.endpoint} | {group} | 1 |" in labeled for r in runs
+               for group in ("labeled", "not labeled"))
     assert "its labeled users" in output and "→" in output
     assert "cold / warm Recall@20" in output and "oracle@0.9" in output and str(report) in output.replace("\n", "")
 

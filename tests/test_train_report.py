@@ -152,23 +152,25 @@ def test_report_of_several_runs_plots_cold_gain_against_label_precision(trained)
     assert (root / "tiny" / "reports" / "both-figures" / "label_precision.png").exists()
     # the same comparison over only the users each run labeled, E0 read from its stored per-user metrics
     section = md.split("## On the users each run labeled", 1)[1].split("\n## ", 1)[0]
-    rows = {m[1]: m[2].split(" | ") for m in re.finditer(r"^\| `(\w+)` \| \w+ \| 2 \| (.+) \|$", section, re.M)}
-    assert set(rows) == {"good", "bad"}
+    rows = {(m[1], m[2]): m[3].split(" | ") for m in re.finditer(r"^\| `(\w+)` \| \w+ \| (labeled|not labeled) \| 2 \| "
+                                                                  r"(.+) \|$", section, re.M)}
+    assert set(rows) == {(r, g) for r in ("good", "bad") for g in ("labeled", "not labeled")}
     experiments = root / "tiny" / "experiments"
     counted = 0
-    for run_id, cells in rows.items():
+    for (run_id, group), cells in rows.items():
         for split, at in (("cold", 0), ("warm", 4)):  # columns: users, E0, E3, change per split
             e0 = []
             for seed in (0, 1):
                 with np.load(experiments / run_id / "runs" / "E3" / f"seed{seed}.users.npz") as mine, \
                         np.load(experiments / "no-labels" / "runs" / "E0" / f"seed{seed}.users.npz") as base:
-                    keep = np.isin(base["users"], mine["labeled"]) & ~np.isnan(base[f"{split}/recall@20"])
+                    keep = (np.isin(base["users"], mine["labeled"]) == (group == "labeled")) \
+                        & ~np.isnan(base[f"{split}/recall@20"])
                     assert int(cells[at]) == keep.sum()
                     e0.append(base[f"{split}/recall@20"][keep].mean() if keep.any() else None)
             if e0[0] is not None:
                 counted += 1
                 assert cells[at + 1].startswith(f"{np.mean(e0):.4f} ± ")
-    assert counted >= 2
+    assert counted >= 4
 
 
 def test_report_without_results_is_one_line(trained):

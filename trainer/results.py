@@ -99,11 +99,13 @@ def _cells(per_seed: list[dict]) -> dict:
     return out
 
 
-def labeled_user_cells(base_dir: Path, run_dir: Path, setting: str = "E3") -> dict | None:
-    """E0 (from ``base_dir``) and ``setting`` (from ``run_dir``) averaged over only the users the run labeled,
-    seed by seed: ``{"E0": cells, setting: cells, "seeds": [...]}`` with cells as in ``results.json`` and
-    ``cells[split]["users"]`` the number of labeled users with a positive in that split. A run's labels
-    reach its own users first; over all users that signal is diluted by everyone the run never labeled.
+def labeled_user_cells(base_dir: Path, run_dir: Path, setting: str = "E3", others: bool = False) -> dict | None:
+    """E0 (from ``base_dir``) and ``setting`` (from ``run_dir``) averaged over only the users the run labeled
+    (``others``: over the evaluated users it did not label), seed by seed: ``{"E0": cells, setting: cells,
+    "seeds": [...]}`` with cells as in ``results.json`` and ``cells[split]["users"]`` the number of those
+    users with a positive in that split. Labels are about their own users first; over all users their effect
+    is diluted by everyone the run never labeled, and the two groups tell a user-side effect (only the
+    labeled users gain) from an item-side one (cold items that got any embedding gain for everyone).
     None when no seed has per-user metrics for both (results stored before they were kept)."""
     e0, ex, seeds = [], [], []
     for path in sorted((Path(run_dir) / "runs" / setting).glob("seed*.users.npz")):
@@ -111,8 +113,9 @@ def labeled_user_cells(base_dir: Path, run_dir: Path, setting: str = "E3") -> di
         mine, base = load_user_metrics(run_dir, setting, seed), load_user_metrics(base_dir, "E0", seed)
         if mine is None or base is None or "labeled" not in mine:
             continue
-        ex.append(subset_metrics(mine, mine["labeled"]))
-        e0.append(subset_metrics(base, mine["labeled"]))
+        group = np.setdiff1d(base["users"], mine["labeled"]) if others else mine["labeled"]
+        ex.append(subset_metrics(mine, group))
+        e0.append(subset_metrics(base, group))
         seeds.append(seed)
     if not seeds:
         return None

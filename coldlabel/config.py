@@ -155,6 +155,7 @@ class TrainerSettings(_Section):
     ks: list[int] = [5, 10, 20]
     seed: int = 0
     patience: int = Field(3, ge=0)
+    min_epochs: int = Field(10, ge=0)
     val_k: int = Field(10, ge=1)
     mask_prob: float = Field(0.2, gt=0, lt=1)
     sim_cold_negatives: int = Field(0, ge=0)

@@ -65,9 +65,11 @@ def test_a_different_seed_gives_different_weights_and_a_checkpoint_refuses_anoth
 
 def test_early_stopping_restores_the_best_epoch():
     td = toy_data()
-    cfg = toy_config(epochs=8, patience=2, lr=0.05)  # on this toy data validation peaks at epoch 3
+    cfg = toy_config(epochs=8, patience=2, lr=0.05, min_epochs=0)  # on this toy data validation peaks at epoch 3
     res = train(td, cfg, hook=lambda *_: None)
     scores = [h.val_ndcg for h in res.history]
     assert res.stopped_early and len(scores) == res.best_epoch + cfg.patience < cfg.epochs
+    later = train(td, cfg.with_(min_epochs=6), hook=lambda *_: None)  # a plateau before min_epochs is no stop
+    assert len(later.history) == 6 and [h.val_ndcg for h in later.history][:len(scores)] == scores
     assert res.best_metric == max(scores) and res.best_epoch == int(np.argmax(scores)) + 1
     assert validation_ndcg(res.model, td, cfg.val_k, cfg.max_len) == res.best_metric  # best weights, not last

@@ -39,6 +39,7 @@ class TrainConfig:
     use_sim: bool = False
     use_pair: bool = False
     patience: int = 3          # epochs without a better validation score before stopping; 0 = never stop
+    min_epochs: int = 10       # no early stop before this many epochs (a slow start is not a plateau)
     val_k: int = 10            # early stopping watches validation NDCG@val_k
     mask_prob: float = 0.2     # BERT4Rec cloze masking rate
     sim_cold_negatives: int = 0  # L_sim: in-batch cold negatives per edge (0 = the thesis' warm negatives only)

@@ -19,8 +19,8 @@ last training item, see :func:`trainer.evaluate.validation_ndcg`). The checkpoin
 optimizer, torch and numpy RNG states, epoch, best score, patience counter, history) is written atomically
 via a temporary file and ``os.replace``; ``best.pt`` holds the best weights. The progress hook is called only
 after both files are saved. A run killed at any point therefore resumes from the last finished epoch and
-ends with the same weights as an uninterrupted run with the same seed. Training stops after ``patience``
-epochs without improvement, and the best weights are restored.
+ends with the same weights as an uninterrupted run with the same seed. From epoch ``min_epochs`` on, training
+stops after ``patience`` epochs without improvement, and the best weights are restored.
 """
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def train(td: TrainingData, cfg: TrainConfig, labels: Labels | None = None, ckpt
                              round(time.perf_counter() - started, 3), improved)
         state["history"].append(asdict(report))
         state["epoch"] = epoch
-        stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience
+        stop = cfg.patience > 0 and state["bad_epochs"] >= cfg.patience and epoch >= cfg.min_epochs
         state["done"] = stop or epoch >= cfg.epochs
         if ckpt is not None:
             save_atomic({"key": key, "version": CHECKPOINT_VERSION, "model": model.state_dict(),

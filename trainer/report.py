@@ -171,15 +171,16 @@ def _precision_figure(stats: list[RunLabelStats], path: Path) -> None:
     plt.close(fig)
 
 
-def _gain_figure(points: list[RunPoint], path: Path) -> None:
+def _gain_figure(points: list[RunPoint], path: Path, dataset: str) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for i, p in enumerate(points):
         ax.scatter(100 * p.precision, p.gain, color="#4f81bd", label="all test users" if i == 0 else None)
         if p.gain_labeled is not None:
             ax.scatter(100 * p.precision, p.gain_labeled, color="#c0504d", marker="s",
                        label="the run's labeled users" if i == 0 else None)
-        ax.annotate(f"{p.endpoint} · {p.run_id[:12]}", (100 * p.precision, p.gain), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")
+        name = p.run_id.removeprefix(f"{dataset}-")  # run ids made by `coldlabel run` start with it
+        ax.annotate(name if name.startswith(p.endpoint) else f"{p.endpoint} · {name[:12]}",
+                    (100 * p.precision, p.gain), fontsize=7, xytext=(4, -10), textcoords="offset points")
     ax.axhline(0, color="#888888", linewidth=0.8)
     ax.set_xlabel("run's edges in planted taste leaves (%)")
     ax.set_ylabel("E3 − E0 cold Recall@20")
@@ -320,7 +321,7 @@ def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), 
     if synthetic and len(run_ids) > 1:
         lines += ["## Cold gain vs label precision", ""]
         if len(points) > 1:
-            _gain_figure(points, figures / "gain_vs_precision.png")
+            _gain_figure(points, figures / "gain_vs_precision.png", dataset)
             lines += ["| run | planted-taste precision | E3 − E0 cold Recall@20 | on its labeled users |",
                       "|---|---|---|---|",
                       *[f"| `{p.run_id}` | {100 * p.precision:.1f}% | {p.gain:+.4f} | "

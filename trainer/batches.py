@@ -52,14 +52,14 @@ def trim(tokens: np.ndarray, keep: int = 1) -> np.ndarray:
 
 
 def history_buckets(rg: Ragged, rows: np.ndarray, length: int,
-                    groups: int = 4) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+                    groups: int = 4) -> tuple[list[np.ndarray], np.ndarray]:
     """The label losses' inputs: each distinct user's last ``length`` items, cut into ``groups`` buckets of
     similar history length and trimmed per bucket.
 
     A label mini-batch is drawn across all labeled users, so one long history would pad every row of a
     single window to ``length``; bucketing removes that padding (the causal model's last position is the same
-    for any amount of left padding). Returns (``users`` in bucket order, token arrays per bucket, ``where``):
-    the representation of ``rows[j]`` is row ``where[j]`` of the buckets' outputs concatenated.
+    for any amount of left padding). Returns (token arrays per bucket, ``where``): the representation of
+    ``rows[j]`` is row ``where[j]`` of the buckets' outputs concatenated.
     """
     rows = np.asarray(rows, dtype=np.int64)
     users, inverse = np.unique(rows, return_inverse=True)
@@ -69,7 +69,7 @@ def history_buckets(rg: Ragged, rows: np.ndarray, length: int,
     rank[order] = np.arange(len(order))
     buckets = [trim(windows(rg, part, length)) for part in np.array_split(users, min(groups, len(users)))
                if len(part)]
-    return users, buckets, rank[inverse.reshape(-1)]
+    return buckets, rank[inverse.reshape(-1)]
 
 
 class LabelDraw:

@@ -121,7 +121,7 @@ def _as_tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
 def label_hidden(model: SeqModel, td: TrainingData, rows: np.ndarray, max_len: int) -> torch.Tensor:
     """``[len(rows), d]``: each label row's user representation from their fitting history, one forward pass
     per length bucket and per distinct user (see :func:`trainer.batches.history_buckets`)."""
-    _, buckets, where = history_buckets(td.fit, rows, max_len)
+    buckets, where = history_buckets(td.fit, rows, max_len)
     h = torch.cat([model.last_hidden(torch.as_tensor(tokens)) for tokens in buckets])
     return h[torch.as_tensor(where)]
 

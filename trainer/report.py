@@ -35,6 +35,7 @@ from coldlabel.store import Store
 from labeler.report import RunLabelStats, html_page, planted_truth, run_label_stats
 from trainer.jobs import NO_LABELS, results_dir
 from trainer.results import (
+    GROUPS,
     HEADERS,
     METRICS,
     ORDER,
@@ -42,6 +43,7 @@ from trainer.results import (
     labeled_user_cells,
     mean_std,
     read_results,
+    recall20_pair,
     rows_of,
     value,
 )
@@ -204,39 +206,37 @@ def _label_stats(settings: Settings, run_ids: Sequence[str]) -> tuple[list[RunLa
     return stats, notes
 
 
-def _gain_points(settings: Settings, dataset: str, rows: list[Row], stats: list[RunLabelStats]) -> list[RunPoint]:
-    e0 = next((r.cell("cold", "recall@20") for r in rows if r.setting == "E0"), None)
+def _user_groups(settings: Settings, dataset: str, run_ids: Sequence[str]) -> dict[str, dict]:
+    """Each run's :func:`trainer.results.labeled_user_cells` (read once; runs without per-user metrics left out)."""
     base = results_dir(settings.data.root, dataset, None)
+    got = {r: labeled_user_cells(base, results_dir(settings.data.root, dataset, r)) for r in run_ids}
+    return {r: cells for r, cells in got.items() if cells is not None}
+
+
+def _gain_points(rows: list[Row], stats: list[RunLabelStats], groups: dict[str, dict]) -> list[RunPoint]:
+    e0 = next((r.cell("cold", "recall@20") for r in rows if r.setting == "E0"), None)
     points = []
     for s in stats:
         e3 = next((r.cell("cold", "recall@20") for r in rows if r.setting == "E3" and r.source == s.run_id), None)
         gain = e3["mean"] - e0["mean"] if e3 and e0 else None
-        on = labeled_user_cells(base, results_dir(settings.data.root, dataset, s.run_id))
-        a, b = (on["E0"].get("cold", {}).get("recall@20"), on["E3"].get("cold", {}).get("recall@20")) if on \
-            else (None, None)
+        a, b = recall20_pair(groups[s.run_id]["labeled"], "cold") if s.run_id in groups else (None, None)
         points.append(RunPoint(s.run_id, s.endpoint, s.taste_precision, gain,
                                b["mean"] - a["mean"] if a and b else None))
     return points
 
 
-def _on_labeled_users(settings: Settings, dataset: str, stats: list[RunLabelStats],
-                      run_ids: Sequence[str]) -> list[str]:
-    """E0 and E3 over only each run's labeled users (per-user metrics stored with the results)."""
+def _on_labeled_users(stats: list[RunLabelStats], groups: dict[str, dict]) -> list[str]:
+    """E0 and E3 over each run's labeled users and over the others (per-user metrics stored with the results)."""
     endpoint = {s.run_id: s.endpoint for s in stats}
-    base = results_dir(settings.data.root, dataset, None)
     lines = []
-    for run_id in run_ids:
-        for group, others in (("labeled", False), ("not labeled", True)):
-            got = labeled_user_cells(base, results_dir(settings.data.root, dataset, run_id), others=others)
-            if got is None:
-                continue
-            e0, e3 = got["E0"], got["E3"]
+    for run_id, got in groups.items():
+        for group in GROUPS:
             cells = []
             for split in SPLITS:
-                a, b = e0.get(split, {}).get("recall@20"), e3.get(split, {}).get("recall@20")
+                a, b = recall20_pair(got[group], split)
                 change = f"{b['mean'] - a['mean']:+.4f} ({100 * (b['mean'] / a['mean'] - 1):+.1f}%)" \
                     if a and b and a["mean"] else "—"
-                users = e3.get(split, {}).get("users", {}).get("mean")
+                users = got[group]["E3"].get(split, {}).get("users", {}).get("mean")
                 cells += [str(int(users)) if users is not None else "—", mean_std(a), mean_std(b), change]
             lines.append(f"| `{run_id}` | {endpoint.get(run_id, '—')} | {group} | {len(got['seeds'])} | "
                          + " | ".join(cells) + " |")
@@ -316,8 +316,9 @@ def build_report(settings: Settings, dataset: str, run_ids: Sequence[str] = (), 
             lines += [f"![label precision]({fig_rel}/label_precision.png)", ""]
         else:
             lines += ["(No planted truth: this is not a synthetic dataset.)", ""]
-    lines += _on_labeled_users(settings, dataset, stats, run_ids)
-    points = [p for p in _gain_points(settings, dataset, rows, stats) if p.precision is not None and p.gain is not None]
+    groups = _user_groups(settings, dataset, run_ids)
+    lines += _on_labeled_users(stats, groups)
+    points = [p for p in _gain_points(rows, stats, groups) if p.precision is not None and p.gain is not None]
     if synthetic and len(run_ids) > 1:
         lines += ["## Cold gain vs label precision", ""]
         if len(points) > 1:

@@ -99,24 +99,34 @@ def _cells(per_seed: list[dict]) -> dict:
     return out
 
 
-def labeled_user_cells(base_dir: Path, run_dir: Path, setting: str = "E3", others: bool = False) -> dict | None:
-    """E0 (from ``base_dir``) and ``setting`` (from ``run_dir``) averaged over only the users the run labeled
-    (``others``: over the evaluated users it did not label), seed by seed: ``{"E0": cells, setting: cells,
-    "seeds": [...]}`` with cells as in ``results.json`` and ``cells[split]["users"]`` the number of those
-    users with a positive in that split. Labels are about their own users first; over all users their effect
-    is diluted by everyone the run never labeled, and the two groups tell a user-side effect (only the
-    labeled users gain) from an item-side one (cold items that got any embedding gain for everyone).
-    None when no seed has per-user metrics for both (results stored before they were kept)."""
-    e0, ex, seeds = [], [], []
+GROUPS = ("labeled", "not labeled")
+
+
+def labeled_user_cells(base_dir: Path, run_dir: Path, setting: str = "E3") -> dict | None:
+    """E0 (from ``base_dir``) and ``setting`` (from ``run_dir``) averaged, seed by seed, over the users the run
+    labeled and over the evaluated users it did not: ``{"labeled": {"E0": cells, setting: cells},
+    "not labeled": {...}, "seeds": [...]}`` with cells as in ``results.json`` and ``cells[split]["users"]``
+    the number of the group's users with a positive in that split. Labels are about their own users first;
+    over all users their effect is diluted by everyone the run never labeled, and the two groups tell a
+    user-side effect (only the labeled users gain) from an item-side one (cold items that got any embedding
+    gain for everyone). None when no seed has per-user metrics for both (results stored before they were
+    kept)."""
+    per_group: dict[str, dict[str, list[dict]]] = {g: {"E0": [], setting: []} for g in GROUPS}
+    seeds = []
     for path in sorted((Path(run_dir) / "runs" / setting).glob("seed*.users.npz")):
         seed = int(path.name[len("seed"):-len(".users.npz")])
         mine, base = load_user_metrics(run_dir, setting, seed), load_user_metrics(base_dir, "E0", seed)
         if mine is None or base is None or "labeled" not in mine:
             continue
-        group = np.setdiff1d(base["users"], mine["labeled"]) if others else mine["labeled"]
-        ex.append(subset_metrics(mine, group))
-        e0.append(subset_metrics(base, group))
+        for group, users in zip(GROUPS, (mine["labeled"], np.setdiff1d(base["users"], mine["labeled"]))):
+            per_group[group]["E0"].append(subset_metrics(base, users))
+            per_group[group][setting].append(subset_metrics(mine, users))
         seeds.append(seed)
     if not seeds:
         return None
-    return {"E0": _cells(e0), setting: _cells(ex), "seeds": seeds}
+    return {**{g: {name: _cells(v) for name, v in by.items()} for g, by in per_group.items()}, "seeds": seeds}
+
+
+def recall20_pair(cells: dict, split: str, setting: str = "E3") -> tuple[dict | None, dict | None]:
+    """(E0, ``setting``) Recall@20 cells of one group of :func:`labeled_user_cells` in ``split``."""
+    return cells["E0"].get(split, {}).get("recall@20"), cells[setting].get(split, {}).get("recall@20")

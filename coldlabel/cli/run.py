@@ -37,7 +37,7 @@ from labeler.report import write_report
 from labeler.runs import dataset_fingerprint, export_run, prepare_resume, prompt_version, start_run
 from trainer.jobs import NO_LABELS, Events, GroupResult, TrainJob, results_dir, run_train
 from trainer.report import build_report
-from trainer.results import labeled_user_cells, mean_std, read_results, rows_of
+from trainer.results import labeled_user_cells, mean_std, read_results, recall20_pair, rows_of
 
 app = typer.Typer(add_completion=False)
 
@@ -167,8 +167,7 @@ def headline(settings: Settings, dataset: str, runs: dict[str, str]) -> Table:
         got = labeled_user_cells(base, out_dir)
         if got is None:
             return "-"
-        pairs = [(got["E0"].get(split, {}).get("recall@20"), got["E3"].get(split, {}).get("recall@20"))
-                 for split in ("cold", "warm")]
+        pairs = [recall20_pair(got["labeled"], split) for split in ("cold", "warm")]
         return ", ".join(f"{a['mean']:.4f} → {b['mean']:.4f}" if a and b else "-" for a, b in pairs)
 
     def add(setting: str, source: str, label: str) -> None:
